@@ -1,0 +1,52 @@
+import {Flags} from '@oclif/core'
+
+import {JilCommand} from '../../base-command.js'
+
+export type HqServeReady = {url: string; ca_fingerprint: string}
+
+export default class HqServe extends JilCommand {
+  static override summary = 'Run HQ: the HTTPS API with mutual TLS.'
+  static override description = `Serves HQ's API on one HTTPS listener. Every route but a short anonymous list (the CA, the CRL, node join) needs a client certificate issued by HQ's CA. Stops gracefully on SIGTERM or Ctrl-C. With --json, prints one line {"url", "ca_fingerprint"} once listening.`
+  static override examples = ['<%= config.bin %> hq serve --data-dir /var/lib/jil-hq --listen 0.0.0.0:8443']
+
+  static override flags = {
+    'data-dir': Flags.string({description: 'The directory jil hq init created.', required: true, env: 'JIL_HQ_DATA_DIR', helpValue: 'DIR'}),
+    listen: Flags.string({description: 'Address to listen on (port 0 picks a free one).', default: '127.0.0.1:8443', env: 'JIL_HQ_LISTEN', helpValue: 'HOST:PORT'}),
+    'database-url': Flags.string({description: 'PostgreSQL URL (default: as given to jil hq init, else the embedded database).', env: 'JIL_DATABASE_URL', helpValue: 'URL'}),
+  }
+
+  async run(): Promise<void> {
+    const {flags} = await this.parse(HqServe)
+    const [{startHq, parseListen}, {normalizeDataDir}, {hqLogger}, {systemClock}] = await Promise.all([
+      import('../../hq/server.js'),
+      import('../../hq/datadir.js'),
+      import('../../hq/logger.js'),
+      import('../../shared/clock.js'),
+    ])
+    const listen = parseListen(flags.listen)
+    const logger = hqLogger()
+    const hq = await startHq({
+      dataDir: normalizeDataDir(flags['data-dir']),
+      listen,
+      databaseUrl: flags['database-url'],
+      clock: systemClock,
+      logger,
+      version: this.config.version,
+    })
+    const ready: HqServeReady = {url: hq.url, ca_fingerprint: hq.caFingerprint}
+    if (this.jsonEnabled()) process.stdout.write(JSON.stringify(ready) + '\n')
+    else this.progress(`HQ listening on ${hq.url} (CA ${hq.caFingerprint}); Ctrl-C stops it`)
+
+    await new Promise<void>((resolve) => {
+      const stop = (signal: string) => {
+        logger.info({signal}, 'shutting down')
+        resolve()
+      }
+      process.once('SIGTERM', () => stop('SIGTERM'))
+      process.once('SIGINT', () => stop('SIGINT'))
+    })
+    await hq.close()
+    logger.info('stopped')
+    logger.flush()
+  }
+}

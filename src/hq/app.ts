@@ -1,0 +1,69 @@
+import type {ServerOptions} from 'node:https'
+
+import Fastify, {type FastifyInstance} from 'fastify'
+import type {Logger} from 'pino'
+
+import {Health, WhoAmI} from '../shared/api.js'
+import type {Clock} from '../shared/clock.js'
+import type {Db} from '../shared/db/types.js'
+import {installAuth, principalOfRequest, type Principal} from './auth.js'
+import {installMetrics} from './metrics.js'
+import {installProblemHandlers} from './problem.js'
+
+export type HqAppDeps = {
+  db: Db
+  clock: Clock
+  logger: Logger
+  version: string
+  caCertPem: string
+  /** TLS material for the one listener; requestCert without rejectUnauthorized (DESIGN.md §4). */
+  tls: Pick<ServerOptions, 'key' | 'cert' | 'ca'>
+}
+
+/** Keep-alive above the 60-second heartbeat interval, so each node's heartbeat reuses its connection. */
+export const KEEP_ALIVE_MS = 72_000
+
+/** Builds HQ's HTTPS app: mutual-TLS gate, problem+json errors, metrics and the v1 routes. */
+export async function buildHqApp(deps: HqAppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    https: {...deps.tls, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2'},
+    loggerInstance: deps.logger,
+    keepAliveTimeout: KEEP_ALIVE_MS,
+    requestTimeout: 120_000,
+    bodyLimit: 1024 * 1024,
+    forceCloseConnections: 'idle',
+    return503OnClosing: true,
+    disableRequestLogging: true,
+    ajv: {customOptions: {removeAdditional: false, allErrors: false, coerceTypes: false}},
+  }) as unknown as FastifyInstance
+
+  installProblemHandlers(app)
+  installAuth(app, deps.db)
+  const metrics = installMetrics(app)
+  app.addHook('onResponse', async (req, reply) => {
+    req.log.info({method: req.method, route: req.routeOptions.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime), principal: describe(req.principal)}, 'request')
+  })
+
+  app.get('/v1/ca', async (_req, reply) => reply.type('application/x-pem-file').send(deps.caCertPem))
+
+  app.get('/v1/health', {schema: {response: {200: Health}}}, async () => {
+    await deps.db.query('SELECT 1')
+    return {status: 'ok' as const, version: deps.version, time: deps.clock.now().toISOString(), database: deps.db.kind}
+  })
+
+  app.get('/v1/whoami', {schema: {response: {200: WhoAmI}}}, async (req) => {
+    const p = principalOfRequest(req)
+    return p.kind === 'user'
+      ? {kind: 'user' as const, name: p.name, role: p.role, serial: p.serial, not_after: p.notAfter.toISOString()}
+      : {kind: 'node' as const, name: p.id, ...(p.zone ? {zone: p.zone} : {}), serial: p.serial, not_after: p.notAfter.toISOString()}
+  })
+
+  app.get('/metrics', async (_req, reply) => reply.type(metrics.contentType).send(await metrics.metrics()))
+
+  return app
+}
+
+function describe(p: Principal | undefined): string | undefined {
+  if (!p) return undefined
+  return p.kind === 'user' ? `user:${p.name}` : `node:${p.id}`
+}

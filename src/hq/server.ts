@@ -1,0 +1,93 @@
+import type {AddressInfo} from 'node:net'
+
+import type {FastifyInstance} from 'fastify'
+import type {Logger} from 'pino'
+
+import type {Clock} from '../shared/clock.js'
+import type {Db} from '../shared/db/types.js'
+import {JilError, messageOf, systemCode} from '../shared/errors.js'
+import {certFingerprint} from '../shared/pki.js'
+import {buildHqApp} from './app.js'
+import {hqPath, lockDataDir, readHqConfig, readHqKeys, type DataDirLock} from './datadir.js'
+import {assertDbBelongsTo, openHqDb} from './store/index.js'
+
+export type HqServeOptions = {
+  dataDir: string
+  listen: {host: string; port: number}
+  /** Overrides the database URL recorded at init; undefined = as recorded (or embedded). */
+  databaseUrl?: string | undefined
+  clock: Clock
+  logger: Logger
+  version: string
+}
+
+export type RunningHq = {
+  url: string
+  caFingerprint: string
+  app: FastifyInstance
+  db: Db
+  /** Stops accepting, lets requests in flight finish, closes the database, releases the data dir. */
+  close(): Promise<void>
+}
+
+export function parseListen(s: string): {host: string; port: number} {
+  const m = /^(?:\[([0-9a-fA-F:]+)\]|([^:]+)):(\d{1,5})$/.exec(s)
+  const port = m ? Number(m[3]) : NaN
+  if (!m || port > 65535) throw new JilError('LISTEN_INVALID', `--listen ${JSON.stringify(s)} is not HOST:PORT`, {hint: 'e.g. --listen 127.0.0.1:8443 (port 0 picks a free one)', exit: 2})
+  return {host: (m[1] ?? m[2])!, port}
+}
+
+/** Starts HQ on its data dir: takes the lock, opens and migrates the database, listens with mutual TLS. */
+export async function startHq(o: HqServeOptions): Promise<RunningHq> {
+  const config = await readHqConfig(o.dataDir)
+  const lock: DataDirLock = await lockDataDir(o.dataDir, 'jil hq serve')
+  let db: Db | undefined
+  try {
+    const keys = await readHqKeys(o.dataDir)
+    if (certFingerprint(keys.caCert) !== config.ca_fingerprint) {
+      throw new JilError('DATA_DIR_CORRUPT', `${hqPath(o.dataDir, 'caCert')} does not match the CA recorded in config.json`, {hint: 'restore the HQ data dir from a backup'})
+    }
+    const databaseUrl = o.databaseUrl ?? config.database_url
+    db = await openHqDb(databaseUrl ? {databaseUrl} : {pgliteDir: hqPath(o.dataDir, 'db')})
+    await assertDbBelongsTo(db, config.ca_fingerprint)
+    const app = await buildHqApp({
+      db,
+      clock: o.clock,
+      logger: o.logger,
+      version: o.version,
+      caCertPem: keys.caCert,
+      tls: {key: keys.serverKey, cert: keys.serverCert, ca: keys.caCert},
+    })
+    try {
+      await app.listen({host: o.listen.host, port: o.listen.port})
+    } catch (err) {
+      await app.close().catch(() => {})
+      const code = systemCode(err)
+      throw new JilError('LISTEN_FAILED', `cannot listen on ${o.listen.host}:${o.listen.port}: ${code ?? messageOf(err)}`, {
+        hint: code === 'EADDRINUSE' ? 'another process uses that port; pick another --listen' : 'check the --listen address',
+      })
+    }
+    const addr = app.server.address() as AddressInfo
+    const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
+    const openDb = db
+    let closing: Promise<void> | undefined
+    return {
+      url: `https://${host}:${addr.port}`,
+      caFingerprint: config.ca_fingerprint,
+      app,
+      db: openDb,
+      close() {
+        closing ??= (async () => {
+          await app.close()
+          await openDb.close()
+          await lock.release()
+        })()
+        return closing
+      },
+    }
+  } catch (err) {
+    await db?.close().catch(() => {})
+    await lock.release()
+    throw err
+  }
+}

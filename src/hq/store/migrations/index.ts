@@ -1,0 +1,5 @@
+import type {Migration} from '../../../shared/db/migrate.js'
+import m001 from './001_init.sql'
+
+/** HQ's schema, in order. A new migration is a new NNN_name.sql file added here; applied ones never change. */
+export const HQ_MIGRATIONS: readonly Migration[] = [{version: 1, name: 'init', sql: m001}]

@@ -1,0 +1,51 @@
+/**
+ * The one storage interface. Two adapters implement it: `pg` against a PostgreSQL server and
+ * PGlite in a data directory. Same SQL, same migrations, same tests.
+ */
+
+export type Row = Record<string, unknown>
+
+export type QueryResult<R extends Row = Row> = {
+  rows: R[]
+  /** Rows inserted, updated or deleted (or returned, for SELECT). */
+  rowCount: number
+}
+
+/** Something SQL can be sent to: the database, a transaction, or a pinned lock session. */
+export interface Queryable {
+  query<R extends Row = Row>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>>
+  /** Several statements, no parameters (migrations). */
+  exec(sql: string): Promise<void>
+}
+
+/** An advisory lock held on one pinned session until released. */
+export interface AdvisoryLock {
+  readonly key: bigint
+  /** The session holding the lock; use it for work that must happen under the lock. */
+  readonly session: Queryable
+  release(): Promise<void>
+}
+
+export interface Db extends Queryable {
+  readonly kind: 'pg' | 'pglite'
+  /**
+   * Runs fn in one transaction: committed when fn resolves, rolled back when it throws.
+   * `tx` is the only handle usable inside fn: using the outer Db from within fn throws
+   * (on PGlite it would deadlock, on pg it would silently run outside the transaction).
+   */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>
+  /**
+   * Takes the session-level advisory lock `key` on a pinned session, or returns null when another
+   * session holds it. Exactly one holder across all processes sharing the database (and, on PGlite,
+   * across this process: its single session makes Postgres' own lock re-entrant).
+   */
+  tryAdvisoryLock(key: bigint | number): Promise<AdvisoryLock | null>
+  /** Like tryAdvisoryLock but waits for the lock. */
+  advisoryLock(key: bigint | number): Promise<AdvisoryLock>
+  close(): Promise<void>
+}
+
+/** Advisory lock keys, one place for all of them (64-bit, signed). */
+export const LOCKS = {
+  migrate: 0x6a696c00_00000001n,
+} as const

@@ -1,0 +1,80 @@
+import {constants} from 'node:fs'
+import {mkdir, open, readFile, rename, stat, writeFile} from 'node:fs/promises'
+import {dirname} from 'node:path'
+
+import {JilError, systemCode} from './errors.js'
+
+/** Writes a file atomically (temp file + rename) with the given mode; secrets get 0600. */
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
+  await mkdir(dirname(path), {recursive: true, mode: 0o700})
+  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`
+  await writeFile(tmp, data, {mode, flag: 'wx'})
+  await rename(tmp, path)
+}
+
+export async function writeSecret(path: string, data: string | Uint8Array): Promise<void> {
+  await writeFileAtomic(path, data, 0o600)
+}
+
+/**
+ * Reads a private key or bundle. Refuses a file others can read (like ssh does) and turns
+ * missing/unreadable files into a clear error.
+ */
+export async function readSecret(path: string, what: string): Promise<string> {
+  let st
+  try {
+    st = await stat(path)
+  } catch (err) {
+    throw fileError(path, what, err)
+  }
+  if (!st.isFile()) throw new JilError('FILE_INVALID', `${what} ${path} is not a file`, {hint: `point to the ${what} file`})
+  if ((st.mode & 0o077) !== 0) {
+    throw new JilError('KEY_PERMISSIONS', `${what} ${path} is readable by others (mode ${(st.mode & 0o777).toString(8)})`, {
+      hint: `chmod 600 ${path}`,
+    })
+  }
+  try {
+    return await readFile(path, 'utf8')
+  } catch (err) {
+    throw fileError(path, what, err)
+  }
+}
+
+export async function readText(path: string, what: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8')
+  } catch (err) {
+    throw fileError(path, what, err)
+  }
+}
+
+export function fileError(path: string, what: string, err: unknown): JilError {
+  const code = systemCode(err)
+  if (code === 'ENOENT') return new JilError('FILE_MISSING', `${what} ${path} does not exist`, {hint: `check the path of the ${what}`, cause: err})
+  if (code === 'EACCES' || code === 'EPERM')
+    return new JilError('FILE_UNREADABLE', `${what} ${path} cannot be read (permission denied)`, {hint: `run as the user that owns ${path}`, cause: err})
+  if (code === 'EISDIR') return new JilError('FILE_INVALID', `${what} ${path} is a directory`, {hint: `point to the ${what} file`, cause: err})
+  return new JilError('FILE_UNREADABLE', `${what} ${path} cannot be read: ${code ?? String(err)}`, {hint: `check ${path}`, cause: err})
+}
+
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Creates a file exclusively; false when it already exists. */
+export async function createExclusive(path: string, data: string): Promise<boolean> {
+  try {
+    const fh = await open(path, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600)
+    await fh.writeFile(data)
+    await fh.close()
+    return true
+  } catch (err) {
+    if (systemCode(err) === 'EEXIST') return false
+    throw err
+  }
+}

@@ -1,0 +1,114 @@
+import type {Dispatcher} from 'undici'
+
+import type {Health, Problem, WhoAmI} from './api.js'
+import {JilError, messageOf, systemCode} from './errors.js'
+
+/** A client identity: the user bundle's cert/key/CA now, the node's later. */
+export type ClientIdentity = {cert: string; key: string; ca: string}
+
+const TLS_UNTRUSTED = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'CERT_HAS_EXPIRED',
+])
+
+/**
+ * The one HQ client (DESIGN.md §2): undici over mutual TLS, typed by the wire schemas. The CLI,
+ * `jil top` and the node daemon each use it with their own identity.
+ */
+export class HqClient {
+  private constructor(
+    readonly baseUrl: string,
+    private readonly dispatcher: Dispatcher,
+    private readonly undici: typeof import('undici'),
+  ) {}
+
+  static async connect(url: string, identity: ClientIdentity): Promise<HqClient> {
+    let base: URL
+    try {
+      base = new URL(url)
+    } catch {
+      throw new JilError('HQ_URL_INVALID', `${JSON.stringify(url)} is not a URL`, {hint: 'pass --hq https://HOST:PORT (or set JIL_HQ_URL)', exit: 2})
+    }
+    if (base.protocol !== 'https:') throw new JilError('HQ_URL_INVALID', `HQ URL ${url} is not https`, {hint: 'HQ only speaks HTTPS: pass --hq https://HOST:PORT', exit: 2})
+    const undici = await import('undici')
+    const dispatcher = new undici.Agent({
+      connect: {cert: identity.cert, key: identity.key, ca: identity.ca, rejectUnauthorized: true},
+      keepAliveTimeout: 60_000,
+      connectTimeout: 10_000,
+    })
+    return new HqClient(base.origin, dispatcher, undici)
+  }
+
+  /** Sends a request; a problem+json answer becomes a JilError with HQ's code and hint. */
+  async request<T>(method: Dispatcher.HttpMethod, path: string, body?: unknown): Promise<T> {
+    let res: Dispatcher.ResponseData
+    try {
+      res = await this.undici.request(this.baseUrl + path, {
+        method,
+        dispatcher: this.dispatcher,
+        headers: body === undefined ? {accept: 'application/json'} : {accept: 'application/json', 'content-type': 'application/json'},
+        ...(body === undefined ? {} : {body: JSON.stringify(body)}),
+        headersTimeout: 30_000,
+        bodyTimeout: 30_000,
+      })
+    } catch (err) {
+      throw this.transportError(err)
+    }
+    const text = await res.body.text()
+    const type = String(res.headers['content-type'] ?? '')
+    if (res.statusCode >= 400) {
+      if (type.includes('json')) {
+        let p: Partial<Problem> | undefined
+        try {
+          p = JSON.parse(text) as Partial<Problem>
+        } catch {
+          p = undefined
+        }
+        if (p && typeof p.code === 'string') {
+          throw new JilError(p.code, p.detail ?? p.title ?? `HQ answered ${res.statusCode}`, {status: res.statusCode, ...(p.hint ? {hint: p.hint} : {}), ...(p.field ? {details: {field: p.field}} : {})})
+        }
+      }
+      throw new JilError('HQ_ERROR', `HQ answered ${res.statusCode} to ${method} ${path}`, {status: res.statusCode, hint: 'see the HQ log'})
+    }
+    if (!type.includes('json')) return text as T
+    try {
+      return JSON.parse(text) as T
+    } catch {
+      throw new JilError('HQ_ERROR', `HQ sent invalid JSON for ${method} ${path}`, {hint: 'check that --hq points to a jil HQ'})
+    }
+  }
+
+  whoami(): Promise<WhoAmI> {
+    return this.request<WhoAmI>('GET', '/v1/whoami')
+  }
+
+  health(): Promise<Health> {
+    return this.request<Health>('GET', '/v1/health')
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close()
+  }
+
+  private transportError(err: unknown): JilError {
+    const code = systemCode(err) ?? (err as {code?: string}).code
+    const where = this.baseUrl
+    if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH' || code === 'UND_ERR_CONNECT_TIMEOUT') {
+      return new JilError('HQ_UNREACHABLE', `cannot reach HQ at ${where} (${code})`, {hint: 'check that HQ runs (jil hq serve) and the --hq URL (JIL_HQ_URL)', cause: err})
+    }
+    if (code && TLS_UNTRUSTED.has(code)) {
+      return new JilError('HQ_UNTRUSTED', `HQ at ${where} presented a certificate your bundle does not trust (${code})`, {
+        hint: 'check the --hq URL points to the HQ that issued your bundle',
+        cause: err,
+      })
+    }
+    if (code === 'ECONNRESET' || code === 'UND_ERR_SOCKET' || code === 'EPIPE') {
+      return new JilError('HQ_CLOSED', `HQ at ${where} closed the connection (${code})`, {hint: 'your certificate may be refused by HQ; check it is current (jil hq whoami)', cause: err})
+    }
+    return new JilError('HQ_UNREACHABLE', `request to HQ at ${where} failed: ${messageOf(err)}`, {hint: 'check the --hq URL and the network', cause: err})
+  }
+}
