@@ -103,7 +103,7 @@ export async function lockDataDir(dataDir: string, holder: string): Promise<Data
       }
     }
     const other = await readLock(path)
-    if (other && other.pid !== process.pid && pidAlive(other.pid)) {
+    if (other && pidAlive(other.pid)) {
       throw new JilError('DATA_DIR_LOCKED', `HQ data dir ${dataDir} is in use by ${other.holder} (pid ${other.pid})`, {
         hint: 'stop that process first, or talk to the running HQ with --hq URL instead of --data-dir',
       })

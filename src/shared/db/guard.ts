@@ -35,11 +35,11 @@ export function scopedHandle(inner: Queryable): {handle: Queryable; end: () => v
     }
   }
   const handle: Queryable = {
-    query<R extends Row = Row>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
+    async query<R extends Row = Row>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
       check()
       return inner.query<R>(sql, params)
     },
-    exec(sql: string): Promise<void> {
+    async exec(sql: string): Promise<void> {
       check()
       return inner.exec(sql)
     },

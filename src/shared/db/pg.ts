@@ -75,12 +75,12 @@ class PgDb implements Db {
     this.direct = clientQueryable(pool)
   }
 
-  query<R extends Row = Row>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
+  async query<R extends Row = Row>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
     this.guard.assertOutside()
     return this.direct.query<R>(sql, params)
   }
 
-  exec(sql: string): Promise<void> {
+  async exec(sql: string): Promise<void> {
     this.guard.assertOutside()
     return this.direct.exec(sql)
   }

@@ -44,17 +44,17 @@ class PgliteDb implements Db {
     return this.pg
   }
 
-  query<R extends Row = Row>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
+  async query<R extends Row = Row>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
     this.guard.assertOutside()
     return this.direct.query<R>(sql, params)
   }
 
-  exec(sql: string): Promise<void> {
+  async exec(sql: string): Promise<void> {
     this.guard.assertOutside()
     return this.direct.exec(sql)
   }
 
-  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+  async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
     this.guard.assertOutside()
     return this.pg.transaction(async (t) => {
       const {handle, end} = scopedHandle(liteQueryable(t))

@@ -1,0 +1,56 @@
+import {mkdtemp, rm} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+
+import {pino} from 'pino'
+
+import {initHq, type HqInitResult} from '../../src/hq/init.js'
+import {startHq, type RunningHq} from '../../src/hq/server.js'
+import {readBundle, type UserBundle} from '../../src/shared/bundle.js'
+import {systemClock, type Clock} from '../../src/shared/clock.js'
+
+export async function tempDir(prefix = 'jil-test-'): Promise<{dir: string; cleanup: () => Promise<void>}> {
+  const dir = await mkdtemp(join(tmpdir(), prefix))
+  return {dir, cleanup: () => rm(dir, {recursive: true, force: true})}
+}
+
+/** A real HQ in-process: a fresh data dir, HTTPS with mutual TLS on 127.0.0.1:0. */
+export async function startTestHq(o: {databaseUrl?: string; clock?: Clock} = {}): Promise<{
+  hq: RunningHq
+  init: HqInitResult
+  admin: UserBundle
+  dataDir: string
+  stop: () => Promise<void>
+}> {
+  const tmp = await tempDir('jil-hq-')
+  const dataDir = join(tmp.dir, 'hq')
+  const clock = o.clock ?? systemClock
+  const init = await initHq({
+    dataDir,
+    hostnames: [],
+    ...(o.databaseUrl ? {databaseUrl: o.databaseUrl} : {}),
+    force: false,
+    profilePath: undefined,
+    hqUrl: 'https://127.0.0.1:8443',
+    clock,
+  })
+  const hq = await startHq({
+    dataDir,
+    listen: {host: '127.0.0.1', port: 0},
+    databaseUrl: undefined,
+    clock,
+    logger: pino({level: 'silent'}),
+    version: '0.0.0-test',
+  })
+  const admin = {...(await readBundle(init.admin_bundle)), hq_url: hq.url}
+  return {
+    hq,
+    init,
+    admin,
+    dataDir,
+    stop: async () => {
+      await hq.close()
+      await tmp.cleanup()
+    },
+  }
+}
