@@ -64,8 +64,13 @@ export function toJilError(err: unknown): JilError {
   return new JilError('INTERNAL', `internal error: ${firstLine(messageOf(err))}`, {hint: 'this is a bug in jil; rerun with --debug and report the stack trace'})
 }
 
+/** oclif's parse errors span lines ("The following error occurred:", the errors, "See more help…"): keep the errors. */
 function firstLine(s: string): string {
-  return s.split('\n').find((l) => l.trim() !== '')?.trim() ?? s
+  const lines = s
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !/^The following errors? occurred:?$/i.test(l) && !/^See more help with/i.test(l))
+  return lines.length > 0 ? lines.join('; ') : s.trim()
 }
 
 /** Flags of every command that talks to a running HQ (DESIGN.md §11). */

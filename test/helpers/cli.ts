@@ -1,0 +1,52 @@
+import {spawn, type ChildProcess} from 'node:child_process'
+import {createInterface} from 'node:readline'
+import {fileURLToPath} from 'node:url'
+
+export const BIN = fileURLToPath(new URL('../../bin/run.js', import.meta.url))
+
+export type CliResult = {code: number | null; stdout: string; stderr: string; json: () => any}
+
+/** Runs the built CLI as a real child process (`bin/run.js`), as a user would. */
+export function jil(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], {env: {...process.env, ...env}, stdio: ['ignore', 'pipe', 'pipe']})
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => (stdout += d))
+    child.stderr.on('data', (d) => (stderr += d))
+    child.on('error', reject)
+    child.on('close', (code) =>
+      resolve({
+        code,
+        stdout,
+        stderr,
+        json: () => {
+          try {
+            return JSON.parse(stdout)
+          } catch {
+            throw new Error(`stdout is not one JSON document:\n${stdout}\nstderr:\n${stderr}`)
+          }
+        },
+      }),
+    )
+  })
+}
+
+/** Starts a long-running command with --json and resolves with its first stdout line (the ready line). */
+export function jilServe(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{child: ChildProcess; ready: any; stderr: () => string; exited: Promise<number | null>}> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], {env: {...process.env, ...env}, stdio: ['ignore', 'pipe', 'pipe']})
+    let stderr = ''
+    child.stderr!.on('data', (d) => (stderr += d))
+    const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)))
+    const lines = createInterface({input: child.stdout!})
+    lines.once('line', (line) => {
+      try {
+        resolve({child, ready: JSON.parse(line), stderr: () => stderr, exited})
+      } catch (err) {
+        reject(err)
+      }
+    })
+    void exited.then((code) => reject(new Error(`exited ${code} before ready:\n${stderr}`)))
+  })
+}
