@@ -1,11 +1,13 @@
 import type {ServerOptions} from 'node:https'
 
-import Fastify, {type FastifyInstance} from 'fastify'
+import Fastify, {LogController, type FastifyInstance} from 'fastify'
 import type {Logger} from 'pino'
 
 import {Health, WhoAmI} from '../shared/api.js'
 import type {Clock} from '../shared/clock.js'
 import type {Db} from '../shared/db/types.js'
+import type {AuditLedger} from './audit/ledger.js'
+import {auditRoutes} from './audit/routes.js'
 import {installAuth, principalOfRequest, type Principal} from './auth.js'
 import {installMetrics} from './metrics.js'
 import {installProblemHandlers} from './problem.js'
@@ -16,6 +18,7 @@ export type HqAppDeps = {
   logger: Logger
   version: string
   caCertPem: string
+  ledger: AuditLedger
   /** TLS material for the one listener; requestCert without rejectUnauthorized (DESIGN.md §4). */
   tls: Pick<ServerOptions, 'key' | 'cert' | 'ca'>
 }
@@ -33,8 +36,10 @@ export async function buildHqApp(deps: HqAppDeps): Promise<FastifyInstance> {
     bodyLimit: 1024 * 1024,
     forceCloseConnections: 'idle',
     return503OnClosing: true,
-    disableRequestLogging: true,
-    ajv: {customOptions: {removeAdditional: false, allErrors: false, coerceTypes: false}},
+    // One log line per request, written by our onResponse hook (with the principal), not fastify's two.
+    logController: new LogController({disableRequestLogging: true}),
+    // Query strings arrive as text: coerce them to the schema's types; never drop unknown fields silently.
+    ajv: {customOptions: {removeAdditional: false, allErrors: false, coerceTypes: 'array'}},
   }) as unknown as FastifyInstance
 
   installProblemHandlers(app)
@@ -57,6 +62,8 @@ export async function buildHqApp(deps: HqAppDeps): Promise<FastifyInstance> {
       ? {kind: 'user' as const, name: p.name, role: p.role, serial: p.serial, not_after: p.notAfter.toISOString()}
       : {kind: 'node' as const, name: p.id, ...(p.zone ? {zone: p.zone} : {}), serial: p.serial, not_after: p.notAfter.toISOString()}
   })
+
+  auditRoutes(app, deps.db, deps.ledger)
 
   app.get('/metrics', async (_req, reply) => reply.type(metrics.contentType).send(await metrics.metrics()))
 

@@ -13,6 +13,8 @@ export const HQ_FILES = {
   serverKey: 'hq.key',
   signingKey: 'signing.key',
   signingPub: 'signing.pub',
+  checkpointKey: 'checkpoint.key',
+  checkpointPub: 'checkpoint.pub',
   adminBundle: 'admin.bundle.json',
   db: 'db',
   lock: 'hq.lock',
@@ -24,6 +26,7 @@ export type HqConfig = {
   hq_url: string
   ca_fingerprint: string
   signing_key_id: string
+  checkpoint_key_id: string
   /** Set when HQ stores its state in a PostgreSQL server rather than the embedded db/ directory. */
   database_url?: string
   created_at: string
@@ -73,7 +76,7 @@ export async function writeHqConfig(dataDir: string, config: HqConfig): Promise<
   await writeFileAtomic(hqPath(dataDir, 'config'), JSON.stringify(config, null, 2) + '\n', 0o600)
 }
 
-export type HqKeys = {caCert: string; caKey: string; serverCert: string; serverKey: string; signingKey: string}
+export type HqKeys = {caCert: string; caKey: string; serverCert: string; serverKey: string; signingKey: string; checkpointKey: string}
 
 export async function readHqKeys(dataDir: string): Promise<HqKeys> {
   return {
@@ -82,6 +85,7 @@ export async function readHqKeys(dataDir: string): Promise<HqKeys> {
     serverCert: await readText(hqPath(dataDir, 'serverCert'), 'HQ server certificate'),
     serverKey: await readSecret(hqPath(dataDir, 'serverKey'), 'HQ server key'),
     signingKey: await readSecret(hqPath(dataDir, 'signingKey'), 'image-signing key'),
+    checkpointKey: await readSecret(hqPath(dataDir, 'checkpointKey'), 'audit checkpoint key'),
   }
 }
 

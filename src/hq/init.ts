@@ -4,10 +4,11 @@ import {basename, dirname, join} from 'node:path'
 
 import {defaultProfilePath, writeBundle, type UserBundle} from '../shared/bundle.js'
 import type {Clock} from '../shared/clock.js'
-import type {Db} from '../shared/db/types.js'
+import {LOCKS, type Db} from '../shared/db/types.js'
 import {JilError, messageOf, systemCode} from '../shared/errors.js'
 import {exists, writeSecret} from '../shared/files.js'
-import {generateEd25519Key} from '../shared/signing.js'
+import {fileSigner, generateEd25519Key} from '../shared/signing.js'
+import {AuditLedger} from './audit/ledger.js'
 import {CertificateAuthority, createCa} from './ca/ca.js'
 import {HQ_FILES, hqPath, lockDataDir, writeHqConfig, type HqConfig} from './datadir.js'
 import {getMeta, openHqDb, recordCertificate, setMeta} from './store/index.js'
@@ -29,6 +30,7 @@ export type HqInitResult = {
   data_dir: string
   ca_fingerprint: string
   signing_key_id: string
+  checkpoint_key_id: string
   hq_url: string
   hostnames: string[]
   database: 'embedded' | 'postgresql'
@@ -78,6 +80,7 @@ export async function initHq(o: HqInitOptions): Promise<HqInitResult> {
     const ca = await CertificateAuthority.load(caPair, o.clock)
     const server = await ca.issueServer(hostnames)
     const signing = await generateEd25519Key()
+    const checkpointKey = await generateEd25519Key()
     const admin = await ca.issueUser('admin', 'admin')
 
     await writeFile(join(tmp, HQ_FILES.caCert), caPair.certPem, {mode: 0o644})
@@ -86,12 +89,15 @@ export async function initHq(o: HqInitOptions): Promise<HqInitResult> {
     await writeSecret(join(tmp, HQ_FILES.serverKey), server.keyPem)
     await writeSecret(join(tmp, HQ_FILES.signingKey), signing.privatePem)
     await writeFile(join(tmp, HQ_FILES.signingPub), signing.publicPem, {mode: 0o644})
+    await writeSecret(join(tmp, HQ_FILES.checkpointKey), checkpointKey.privatePem)
+    await writeFile(join(tmp, HQ_FILES.checkpointPub), checkpointKey.publicPem, {mode: 0o644})
     const config: HqConfig = {
       version: 1,
       hostnames,
       hq_url: o.hqUrl,
       ca_fingerprint: caPair.fingerprint,
       signing_key_id: signing.keyId,
+      checkpoint_key_id: checkpointKey.keyId,
       ...(o.databaseUrl ? {database_url: o.databaseUrl} : {}),
       created_at: o.clock.now().toISOString(),
     }
@@ -106,11 +112,14 @@ export async function initHq(o: HqInitOptions): Promise<HqInitResult> {
       cert: admin.pem,
       key: admin.keyPem,
       ca: caPair.certPem,
+      checkpoint_key: checkpointKey.publicPem,
     }
     await writeBundle(join(tmp, HQ_FILES.adminBundle), bundle)
 
+    const ledger = new AuditLedger(db, o.clock, await fileSigner(checkpointKey.privatePem), caPair.fingerprint)
     await db.transaction(async (tx) => {
       await setMeta(tx, 'ca_fingerprint', caPair.fingerprint)
+      await setMeta(tx, 'checkpoint_key_id', checkpointKey.keyId)
       await setMeta(tx, 'signing_key_id', signing.keyId)
       await tx.query('INSERT INTO users (name, role, created_at) VALUES ($1, $2, $3)', ['admin', 'admin', o.clock.now()])
       for (const [kind, c, subject] of [
@@ -119,7 +128,21 @@ export async function initHq(o: HqInitOptions): Promise<HqInitResult> {
       ] as const) {
         await recordCertificate(tx, {serial: c.serial, kind, subject, fingerprint: c.fingerprint, not_before: c.notBefore, not_after: c.notAfter})
       }
+      // The genesis entry: the ledger starts with the HQ it belongs to.
+      await ledger.append(tx, {
+        actor: {type: 'hq', id: 'hq'},
+        action: 'hq.init',
+        subject: caPair.fingerprint,
+        details: {ca_fingerprint: caPair.fingerprint, signing_key_id: signing.keyId, checkpoint_key_id: checkpointKey.keyId, hostnames, admin: 'admin', admin_cert_serial: admin.serial},
+      })
     })
+    const lock = await db.advisoryLock(LOCKS.auditSequencer)
+    try {
+      await ledger.sequence(lock)
+    } finally {
+      await lock.release()
+    }
+    await ledger.checkpoint()
     await db.close()
     db = undefined
     await tmpLock.release()
@@ -149,6 +172,7 @@ export async function initHq(o: HqInitOptions): Promise<HqInitResult> {
       data_dir: o.dataDir,
       ca_fingerprint: caPair.fingerprint,
       signing_key_id: signing.keyId,
+      checkpoint_key_id: checkpointKey.keyId,
       hq_url: o.hqUrl,
       hostnames,
       database: o.databaseUrl ? 'postgresql' : 'embedded',

@@ -7,7 +7,9 @@ import type {Clock} from '../shared/clock.js'
 import type {Db} from '../shared/db/types.js'
 import {JilError, messageOf, systemCode} from '../shared/errors.js'
 import {certFingerprint} from '../shared/pki.js'
+import {fileSigner} from '../shared/signing.js'
 import {buildHqApp} from './app.js'
+import {AuditLedger, AuditLoops} from './audit/ledger.js'
 import {hqPath, lockDataDir, readHqConfig, readHqKeys, type DataDirLock} from './datadir.js'
 import {assertDbBelongsTo, openHqDb} from './store/index.js'
 
@@ -19,6 +21,8 @@ export type HqServeOptions = {
   clock: Clock
   logger: Logger
   version: string
+  /** How often the audit checkpoint is signed when the log grew (default 60 s). */
+  checkpointEveryMs?: number
 }
 
 export type RunningHq = {
@@ -26,6 +30,7 @@ export type RunningHq = {
   caFingerprint: string
   app: FastifyInstance
   db: Db
+  ledger: AuditLedger
   /** Stops accepting, lets requests in flight finish, closes the database, releases the data dir. */
   close(): Promise<void>
 }
@@ -50,7 +55,9 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
     const databaseUrl = o.databaseUrl ?? config.database_url
     db = await openHqDb(databaseUrl ? {databaseUrl} : {pgliteDir: hqPath(o.dataDir, 'db')})
     await assertDbBelongsTo(db, config.ca_fingerprint)
+    const ledger = new AuditLedger(db, o.clock, await fileSigner(keys.checkpointKey), config.ca_fingerprint)
     const app = await buildHqApp({
+      ledger,
       db,
       clock: o.clock,
       logger: o.logger,
@@ -67,6 +74,11 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
         hint: code === 'EADDRINUSE' ? 'another process uses that port; pick another --listen' : 'check the --listen address',
       })
     }
+    const auditLoops = new AuditLoops(db, ledger, o.clock, {
+      ...(o.checkpointEveryMs !== undefined ? {checkpointEveryMs: o.checkpointEveryMs} : {}),
+      onError: (err) => o.logger.error({err}, 'audit sequencer failed; retrying'),
+    })
+    auditLoops.start()
     const addr = app.server.address() as AddressInfo
     const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
     const openDb = db
@@ -76,9 +88,11 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
       caFingerprint: config.ca_fingerprint,
       app,
       db: openDb,
+      ledger,
       close() {
         closing ??= (async () => {
           await app.close()
+          await auditLoops.stop()
           await openDb.close()
           await lock.release()
         })()

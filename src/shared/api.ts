@@ -35,3 +35,50 @@ export const Health = Type.Object({
 export type Health = Static<typeof Health>
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json'
+
+const Hex32 = Type.String({pattern: '^[0-9a-f]{64}$'})
+
+export const AuditActorSchema = Type.Union([
+  Type.Object({type: Type.Literal('user'), id: Type.String(), role: Type.String()}),
+  Type.Object({type: Type.Literal('node'), id: Type.String()}),
+  Type.Object({type: Type.Literal('hq'), id: Type.String()}),
+])
+
+export const AuditEntrySchema = Type.Object({
+  seq: Type.Integer({minimum: 1}),
+  time: Type.String(),
+  actor: AuditActorSchema,
+  action: Type.String(),
+  subject: Type.String(),
+  details: Type.Record(Type.String(), Type.Unknown()),
+  prev_hash: Hex32,
+  hash: Hex32,
+})
+
+export const AuditPage = Type.Object({
+  entries: Type.Array(AuditEntrySchema),
+  /** The cursor of the next page (same filters), or null at the end. */
+  next: Type.Union([Type.Object({after: Type.Integer()}), Type.Object({before: Type.Integer()}), Type.Null()]),
+})
+export type AuditPage = Static<typeof AuditPage>
+
+export const CheckpointSchema = Type.Object({
+  origin: Type.String(),
+  tree_size: Type.Integer({minimum: 1}),
+  root_hash: Hex32,
+  time: Type.String(),
+  key_id: Type.String(),
+  signature: Type.String(),
+})
+
+export const InclusionProof = Type.Object({
+  seq: Type.Integer(),
+  tree_size: Type.Integer(),
+  leaf_index: Type.Integer(),
+  entry: AuditEntrySchema,
+  proof: Type.Array(Hex32),
+})
+export type InclusionProof = Static<typeof InclusionProof>
+
+export const ConsistencyProof = Type.Object({from: Type.Integer(), to: Type.Integer(), proof: Type.Array(Hex32)})
+export type ConsistencyProof = Static<typeof ConsistencyProof>

@@ -19,6 +19,8 @@ export type UserBundle = {
   cert: string
   key: string
   ca: string
+  /** HQ's audit checkpoint public key (SPKI PEM), pinned so `jil audit verify` never takes HQ's word. */
+  checkpoint_key?: string
 }
 
 export function configDir(env: NodeJS.ProcessEnv = process.env): string {

@@ -1,6 +1,7 @@
 import type {Dispatcher} from 'undici'
 
-import type {Health, Problem, WhoAmI} from './api.js'
+import type {AuditPage, ConsistencyProof, Health, InclusionProof, Problem, WhoAmI} from './api.js'
+import type {Checkpoint} from './audit.js'
 import {JilError, messageOf, systemCode} from './errors.js'
 
 /** A client identity: the user bundle's cert/key/CA now, the node's later. */
@@ -80,6 +81,58 @@ export class HqClient {
     } catch {
       throw new JilError('HQ_ERROR', `HQ sent invalid JSON for ${method} ${path}`, {hint: 'check that --hq points to a jil HQ'})
     }
+  }
+
+  /** Streams an NDJSON response line by line (the audit export). */
+  async *lines(path: string): AsyncGenerator<string> {
+    let res: Dispatcher.ResponseData
+    try {
+      res = await this.undici.request(this.baseUrl + path, {method: 'GET', dispatcher: this.dispatcher, headers: {accept: 'application/x-ndjson'}, headersTimeout: 30_000, bodyTimeout: 60_000})
+    } catch (err) {
+      throw this.transportError(err)
+    }
+    if (res.statusCode >= 400) {
+      const text = await res.body.text()
+      let p: Partial<Problem> = {}
+      try {
+        p = JSON.parse(text) as Partial<Problem>
+      } catch {
+        // not problem+json
+      }
+      throw new JilError(p.code ?? 'HQ_ERROR', p.detail ?? `HQ answered ${res.statusCode} to GET ${path}`, {status: res.statusCode, ...(p.hint ? {hint: p.hint} : {})})
+    }
+    let rest = ''
+    const decoder = new TextDecoder()
+    for await (const chunk of res.body) {
+      rest += decoder.decode(chunk as Uint8Array, {stream: true})
+      let i: number
+      while ((i = rest.indexOf('\n')) >= 0) {
+        yield rest.slice(0, i)
+        rest = rest.slice(i + 1)
+      }
+    }
+    if (rest) yield rest
+  }
+
+  auditPage(query: Record<string, string | number | undefined>): Promise<AuditPage> {
+    const qs = new URLSearchParams(Object.entries(query).filter(([, v]) => v !== undefined).map(([k, v]) => [k, String(v)]))
+    return this.request<AuditPage>('GET', `/v1/fleet/audit?${qs}`)
+  }
+
+  latestCheckpoint(): Promise<Checkpoint> {
+    return this.request<Checkpoint>('GET', '/v1/audit/checkpoint')
+  }
+
+  signCheckpoint(): Promise<Checkpoint> {
+    return this.request<Checkpoint>('POST', '/v1/audit/checkpoint', {})
+  }
+
+  inclusionProof(seq: number, size?: number): Promise<InclusionProof> {
+    return this.request<InclusionProof>('GET', `/v1/audit/proof/${seq}${size ? `?size=${size}` : ''}`)
+  }
+
+  consistencyProof(from: number, to: number): Promise<ConsistencyProof> {
+    return this.request<ConsistencyProof>('GET', `/v1/audit/consistency?from=${from}&to=${to}`)
   }
 
   whoami(): Promise<WhoAmI> {

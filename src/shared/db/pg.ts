@@ -135,9 +135,24 @@ class PgDb implements Db {
       throw err
     }
     let released = false
+    const session = clientQueryable(client)
     return {
       key,
-      session: clientQueryable(client),
+      session,
+      transaction: async <T>(fn: (tx: Queryable) => Promise<T>): Promise<T> => {
+        const {handle, end} = scopedHandle(session)
+        await client.query('BEGIN')
+        try {
+          const result = await this.guard.run(() => fn(handle))
+          await client.query('COMMIT')
+          return result
+        } catch (err) {
+          await client.query('ROLLBACK').catch(() => {})
+          throw err
+        } finally {
+          end()
+        }
+      },
       async release() {
         if (released) return
         released = true

@@ -85,6 +85,7 @@ class PgliteDb implements Db {
     return {
       key: k,
       session: this.direct,
+      transaction: (fn) => this.transaction(fn),
       release: async () => {
         if (released) return
         released = true

@@ -23,6 +23,11 @@ export interface AdvisoryLock {
   readonly key: bigint
   /** The session holding the lock; use it for work that must happen under the lock. */
   readonly session: Queryable
+  /**
+   * A transaction on the lock's own session: if the session (and so the lock) is lost, the work
+   * done under it is lost with it instead of committing after another holder took over.
+   */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>
   release(): Promise<void>
 }
 
@@ -48,4 +53,5 @@ export interface Db extends Queryable {
 /** Advisory lock keys, one place for all of them (64-bit, signed). */
 export const LOCKS = {
   migrate: 0x6a696c00_00000001n,
+  auditSequencer: 0x6a696c00_00000002n,
 } as const

@@ -1,5 +1,9 @@
 import type {Migration} from '../../../shared/db/migrate.js'
 import m001 from './001_init.sql'
+import m002 from './002_audit.sql'
 
 /** HQ's schema, in order. A new migration is a new NNN_name.sql file added here; applied ones never change. */
-export const HQ_MIGRATIONS: readonly Migration[] = [{version: 1, name: 'init', sql: m001}]
+export const HQ_MIGRATIONS: readonly Migration[] = [
+  {version: 1, name: 'init', sql: m001},
+  {version: 2, name: 'audit', sql: m002},
+]
