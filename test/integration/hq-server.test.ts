@@ -175,7 +175,7 @@ describe('request validation', () => {
       cert: await readFile(hqPath(hq.dataDir, 'serverCert'), 'utf8'),
       ca: hq.admin.ca,
     }
-    const app = await buildHqApp({db: hq.hq.db, clock: systemClock, logger: pino({level: 'silent'}), version: 't', caCertPem: hq.admin.ca, tls: keys})
+    const app = await buildHqApp({db: hq.hq.db, ledger: hq.hq.ledger, clock: systemClock, logger: pino({level: 'silent'}), version: 't', caCertPem: hq.admin.ca, tls: keys})
     app.post(
       '/v1/echo',
       {schema: {body: {type: 'object', required: ['node_id'], properties: {node_id: {type: 'string', pattern: '^[A-Z]{2}-[A-Z]{3}-\\d{2}$'}}, additionalProperties: false}}},

@@ -16,7 +16,7 @@ describe('the Ed25519 image-signing key', () => {
     expect(Buffer.from(nodeSign(null, msg, createPrivateKey(k.privatePem)))).toEqual(Buffer.from(sig))
     expect(await verifyEd25519(sig, msg, signer.publicKey)).toBe(true)
     const tampered = Uint8Array.from(msg)
-    tampered[0] ^= 1
+    tampered[0] = tampered[0]! ^ 1
     expect(await verifyEd25519(sig, tampered, signer.publicKey)).toBe(false)
   })
 
