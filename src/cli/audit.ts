@@ -2,7 +2,7 @@ import {createReadStream} from 'node:fs'
 import {open, rename, rm} from 'node:fs/promises'
 import {createInterface} from 'node:readline'
 
-import {checkpointKeyFromPem, checkpointProblem, tamperedError, verifyEntryInclusion, verifyExportLines, type AuditVerifyReport, type CheckpointKey} from '../shared/audit-verify.js'
+import {checkpointKeyFromPem, checkpointProblem, tamperedError, verifyEntryInclusion, verifyExportLines, type AuditVerifyReport, type CheckpointKey, type VerifyParallelism} from '../shared/audit-verify.js'
 import {loadUserBundle} from '../shared/bundle.js'
 import type {Clock} from '../shared/clock.js'
 import {JilError, usageError} from '../shared/errors.js'
@@ -21,11 +21,11 @@ export async function pinnedCheckpointKey(keyFile: string | undefined, userFlag:
   return checkpointKeyFromPem(bundle.checkpoint_key)
 }
 
-export async function verifyFromHq(client: HqClient, pinned: CheckpointKey): Promise<AuditVerifyReport> {
-  return verifyExportLines(client.lines('/v1/audit/export'), pinned)
+export async function verifyFromHq(client: HqClient, pinned: CheckpointKey, parallel?: VerifyParallelism): Promise<AuditVerifyReport> {
+  return verifyExportLines(client.lines('/v1/audit/export'), pinned, parallel)
 }
 
-export async function verifyFromFile(file: string, pinned: CheckpointKey): Promise<AuditVerifyReport> {
+export async function verifyFromFile(file: string, pinned: CheckpointKey, parallel?: VerifyParallelism): Promise<AuditVerifyReport> {
   const stream = createReadStream(file)
   const opened = new Promise<void>((resolve, reject) => {
     stream.once('open', () => resolve())
@@ -33,7 +33,7 @@ export async function verifyFromFile(file: string, pinned: CheckpointKey): Promi
   })
   await opened
   try {
-    return await verifyExportLines(createInterface({input: stream, crlfDelay: Infinity}), pinned)
+    return await verifyExportLines(createInterface({input: stream, crlfDelay: Infinity}), pinned, parallel)
   } finally {
     stream.destroy()
   }

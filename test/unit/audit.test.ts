@@ -2,7 +2,7 @@ import {createHash} from 'node:crypto'
 
 import {describe, expect, it} from 'vitest'
 
-import {entryHash, ZERO_HASH, type AuditDetails, type AuditEntry} from '../../src/shared/audit.js'
+import {entryBody, entryHash, ZERO_HASH, type AuditDetails, type AuditEntry} from '../../src/shared/audit.js'
 import {LedgerVerifier, verifyEntryInclusion, verifyExportLines, EXPORT_FORMAT} from '../../src/shared/audit-verify.js'
 import {canonicalJson} from '../../src/shared/canonical.js'
 import {leafHash, MerkleTree, verifyConsistency} from '../../src/shared/merkle.js'
@@ -137,5 +137,30 @@ describe('export files', () => {
     // A checkpoint of another HQ's log.
     const foreign = {...signCheckpoint(key, 5, hex(tree.root())), origin: 'jil-audit/sha256:other'}
     expect(verify(entries, [foreign]).problem).toMatchObject({code: 'CHECKPOINT_ORIGIN_MISMATCH'})
+  })
+})
+
+describe('canonical JSON', () => {
+  it('takes the fast path to exactly the reference implementation\'s bytes', async () => {
+    const {default: reference} = await import('canonicalize')
+    const corpus: unknown[] = [
+      null, true, false, 0, -0, 1, -1.5, 1e21, 1e-7, 123456789012345680000, 0.1 + 0.2, Number.MAX_SAFE_INTEGER, 5e-324,
+      '', 'plain', 'é ☃ 𝄞', '"quotes" and \\ backslash', '\u0000\u001f\u007f\u2028', 'emoji 😀',
+      [], [1, [2, [3]]], {}, {b: 1, a: 2, A: 3, '': 4, é: 5, '\u20ac': 6, '\ud83d\ude00': 7, '10': 8, '9': 9},
+      {details: {nested: {z: [1, {y: null, x: 'x'}], a: true}}, seq: 12},
+    ]
+    for (const v of corpus) expect(canonicalJson(v), JSON.stringify(v)).toBe(reference(v))
+    expect(() => canonicalJson({s: 'lone \ud800 surrogate'})).toThrow(expect.objectContaining({code: 'NOT_CANONICALIZABLE'}))
+    expect(() => canonicalJson({n: Number.NaN})).toThrow(expect.objectContaining({code: 'NOT_CANONICALIZABLE'}))
+    // Not plain data: the reference handles it (Date → its toJSON string).
+    expect(canonicalJson({t: new Date('2026-11-27T00:00:00Z')})).toBe('{"t":"2026-11-27T00:00:00.000Z"}')
+  })
+
+  it('hashes an entry over entryBody() exactly', () => {
+    const {entries} = chainOf(3)
+    for (const e of entries) {
+      const prev = Buffer.from(e.prev_hash, 'hex')
+      expect(entryHash(prev, e).toString('hex')).toBe(createHash('sha256').update(prev).update(entryBody(e)).digest('hex'))
+    }
   })
 })

@@ -17,17 +17,20 @@ export default class AuditVerify extends JilCommand {
     ...hqFlags,
     file: Flags.string({description: 'Verify this export offline instead of asking HQ.', helpValue: 'FILE'}),
     'checkpoint-key': Flags.string({description: 'HQ\'s checkpoint public key (PEM) to verify against (default: the one pinned in your bundle).', helpValue: 'FILE'}),
+    workers: Flags.integer({description: 'Worker threads hashing entries (0 = all on the main thread).', default: 2, min: 0, max: 64}),
   }
 
   async run(): Promise<AuditVerifyResult> {
     const {flags} = await this.parse(AuditVerify)
     const audit = await import('../../cli/audit.js')
     const pinned = await audit.pinnedCheckpointKey(flags['checkpoint-key'], flags.user)
-    if (flags.file) return {...audit.assertVerified(await audit.verifyFromFile(flags.file, pinned)), source: flags.file}
+    // Hashing runs on worker threads (dist/workers/audit-hash.js, beside dist/commands/).
+    const parallel = {workerUrl: new URL('../../workers/audit-hash.js', import.meta.url), workers: flags.workers}
+    if (flags.file) return {...audit.assertVerified(await audit.verifyFromFile(flags.file, pinned, parallel)), source: flags.file}
     const {openHqSession} = await import('../../cli/hq-session.js')
     const {client} = await openHqSession(flags)
     try {
-      return {...audit.assertVerified(await audit.verifyFromHq(client, pinned)), source: client.baseUrl}
+      return {...audit.assertVerified(await audit.verifyFromHq(client, pinned, parallel)), source: client.baseUrl}
     } finally {
       await client.close()
     }

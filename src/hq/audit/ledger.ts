@@ -91,14 +91,28 @@ export class AuditLedger {
    * its action. Returns the pending id; `seqOf(id)` resolves once the sequencer has placed it.
    */
   async append(tx: Queryable, input: AuditInput): Promise<number> {
-    if (!isAuditAction(input.action)) {
-      throw new JilError('AUDIT_ACTION_UNKNOWN', `unknown audit action ${JSON.stringify(input.action)}`, {status: 500})
+    return (await this.appendMany(tx, [input]))[0]!
+  }
+
+  /**
+   * Records several entries of one action (a broadcast to twenty nodes, a rollout step) in one
+   * statement: group commit, at the cost of one round trip for all of them.
+   */
+  async appendMany(tx: Queryable, inputs: readonly AuditInput[]): Promise<number[]> {
+    for (const input of inputs) {
+      if (!isAuditAction(input.action)) {
+        throw new JilError('AUDIT_ACTION_UNKNOWN', `unknown audit action ${JSON.stringify(input.action)}`, {status: 500})
+      }
     }
+    if (inputs.length === 0) return []
+    const time = this.clock.now().toISOString()
     const {rows} = await tx.query<{id: number}>(
-      'INSERT INTO audit_pending (time, actor, action, subject, details) VALUES ($1, $2, $3, $4, $5) RETURNING id',
-      [this.clock.now().toISOString(), JSON.stringify(input.actor), input.action, input.subject, JSON.stringify(input.details)],
+      `INSERT INTO audit_pending (time, actor, action, subject, details)
+       SELECT $1::timestamptz, a::jsonb, ac, su, d::jsonb FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS x(a, ac, su, d)
+       RETURNING id`,
+      [time, inputs.map((i) => JSON.stringify(i.actor)), inputs.map((i) => i.action), inputs.map((i) => i.subject), inputs.map((i) => JSON.stringify(i.details))],
     )
-    return rows[0]!.id
+    return rows.map((r) => r.id).sort((a, b) => a - b)
   }
 
   /** The seq a committed pending entry received, waiting for the sequencer (of any replica). */
