@@ -1,4 +1,5 @@
 #!/usr/bin/env node
-import {execute} from '@oclif/core'
+// dist/cli.js is oclif's `execute`, bundled with @oclif/core by `npm run build` (scripts/build.mjs).
+import {execute} from '../dist/cli.js'
 
 await execute({dir: import.meta.url})
