@@ -11,25 +11,14 @@ import {LOCKS, type Db} from '../../src/shared/db/types.js'
 import {fileSigner} from '../../src/shared/signing.js'
 import {ORIGIN, testCheckpointKey} from '../helpers/audit.js'
 import {freshPgDatabase, hasPg} from '../helpers/pg.js'
-import {openTestPglite} from '../helpers/pglite-template.js'
+import {dbAdapters, type OpenedDb} from '../helpers/adapters.js'
 
 const CA = 'sha256:' + '0'.repeat(64)
 const key = testCheckpointKey()
 const alice = {type: 'user' as const, id: 'alice', role: 'ops-lead'}
 
-type Opened = {db: Db; url?: string; cleanup: () => Promise<void>}
-const adapters: {name: string; open: () => Promise<Opened>}[] = [{name: 'pglite', open: async () => openTestPglite()}]
-if (hasPg) {
-  adapters.push({
-    name: 'pg',
-    open: async () => {
-      const d = await freshPgDatabase()
-      const db = await openPg(d.url)
-      await migrate(db, HQ_MIGRATIONS)
-      return {db, url: d.url, cleanup: async () => (await db.close(), await d.drop())}
-    },
-  })
-}
+const adapters = dbAdapters()
+type Opened = OpenedDb
 
 async function readLog(db: Db): Promise<AuditEntry[]> {
   const {rows} = await db.query<{seq: number; time: Date; actor: AuditEntry['actor']; action: string; subject: string; details: Record<string, unknown>; prev_hash: Uint8Array; hash: Uint8Array}>(

@@ -7,39 +7,10 @@ import {JilError} from '../../src/shared/errors.js'
 import {HQ_MIGRATIONS} from '../../src/hq/store/migrations/index.js'
 import {listZones} from '../../src/hq/store/index.js'
 import {freshPgDatabase, hasPg} from '../helpers/pg.js'
-import {openTestPglite} from '../helpers/pglite-template.js'
+import {dbAdapters} from '../helpers/adapters.js'
 
-type Adapter = {name: string; open: () => Promise<{db: Db; url?: string; cleanup: () => Promise<void>}>}
-
-const adapters: Adapter[] = [
-  {
-    name: 'pglite',
-    open: async () => {
-      const t = await openTestPglite()
-      return {db: t.db, cleanup: t.cleanup}
-    },
-  },
-]
-if (hasPg) {
-  adapters.push({
-    name: 'pg',
-    open: async () => {
-      const d = await freshPgDatabase()
-      const db = await openPg(d.url)
-      await migrate(db, HQ_MIGRATIONS)
-      return {
-        db,
-        url: d.url,
-        cleanup: async () => {
-          await db.close()
-          await d.drop()
-        },
-      }
-    },
-  })
-} else {
-  it.skip('PostgreSQL adapter: JIL_TEST_DATABASE_URL is not set', () => {})
-}
+const adapters = dbAdapters()
+if (!hasPg) it.skip('PostgreSQL adapter: JIL_TEST_DATABASE_URL is not set', () => {})
 
 const ZONES = ['AE/FSRA', 'AU/ASIC', 'BR/CVM', 'CA/OSC', 'CH/FINMA', 'DE/BAFIN', 'GB/FCA', 'HK/SFC', 'IN/SEBI', 'JP/JFSA', 'KR/FSC', 'SG/MAS', 'US/FINCEN']
 

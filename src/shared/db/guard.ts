@@ -3,6 +3,7 @@ import {AsyncLocalStorage} from 'node:async_hooks'
 import {JilError} from '../errors.js'
 import type {Queryable, QueryResult, Row} from './types.js'
 
+
 /**
  * Enforces "the transaction handle is the only usable handle": while a transaction callback runs,
  * the outer Db refuses queries coming from inside it, and a transaction handle refuses use after the
@@ -51,4 +52,20 @@ export function lockKey(key: bigint | number): bigint {
   const k = BigInt(key)
   if (k < -(2n ** 63n) || k >= 2n ** 63n) throw new RangeError(`advisory lock key out of range: ${k}`)
   return k
+}
+
+/** What both adapters share: the outer handle's queries, refused from inside a transaction callback. */
+export abstract class GuardedQueries implements Queryable {
+  protected readonly guard = new TxGuard()
+  protected abstract readonly direct: Queryable
+
+  async query<R extends Row = Row>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
+    this.guard.assertOutside()
+    return this.direct.query<R>(sql, params)
+  }
+
+  async exec(sql: string): Promise<void> {
+    this.guard.assertOutside()
+    return this.direct.exec(sql)
+  }
 }

@@ -1,7 +1,7 @@
 import type {Pool, PoolClient} from 'pg'
 
 import {JilError, messageOf, systemCode} from '../errors.js'
-import {TxGuard, lockKey, scopedHandle} from './guard.js'
+import {GuardedQueries, lockKey, scopedHandle} from './guard.js'
 import type {AdvisoryLock, Db, Queryable, QueryResult, Row} from './types.js'
 
 /** The pg adapter: a pool against a PostgreSQL server. */
@@ -66,23 +66,13 @@ function clientQueryable(client: PoolClient | Pool): Queryable {
   }
 }
 
-class PgDb implements Db {
+class PgDb extends GuardedQueries implements Db {
   readonly kind = 'pg' as const
-  private readonly guard = new TxGuard()
-  private readonly direct: Queryable
+  protected readonly direct: Queryable
 
   constructor(private readonly pool: Pool) {
+    super()
     this.direct = clientQueryable(pool)
-  }
-
-  async query<R extends Row = Row>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
-    this.guard.assertOutside()
-    return this.direct.query<R>(sql, params)
-  }
-
-  async exec(sql: string): Promise<void> {
-    this.guard.assertOutside()
-    return this.direct.exec(sql)
   }
 
   async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {

@@ -1,6 +1,6 @@
 import type {PGlite} from '@electric-sql/pglite'
 
-import {TxGuard, lockKey, scopedHandle} from './guard.js'
+import {GuardedQueries, lockKey, scopedHandle} from './guard.js'
 import type {AdvisoryLock, Db, Queryable, QueryResult, Row} from './types.js'
 
 /** int8 as JS numbers, like the pg adapter. */
@@ -28,30 +28,20 @@ function liteQueryable(pg: Pick<PGlite, 'query' | 'exec'>): Queryable {
   }
 }
 
-class PgliteDb implements Db {
+class PgliteDb extends GuardedQueries implements Db {
   readonly kind = 'pglite' as const
-  private readonly guard = new TxGuard()
-  private readonly direct: Queryable
+  protected readonly direct: Queryable
   /** PGlite has one session, where Postgres' advisory locks are re-entrant: hold them in-process. */
   private readonly held = new Map<bigint, Promise<void>>()
 
   constructor(private readonly pg: PGlite) {
+    super()
     this.direct = liteQueryable(pg)
   }
 
   /** The underlying PGlite (for dumping a template data dir in tests). */
   get raw(): PGlite {
     return this.pg
-  }
-
-  async query<R extends Row = Row>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
-    this.guard.assertOutside()
-    return this.direct.query<R>(sql, params)
-  }
-
-  async exec(sql: string): Promise<void> {
-    this.guard.assertOutside()
-    return this.direct.exec(sql)
   }
 
   async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
