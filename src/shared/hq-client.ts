@@ -4,8 +4,8 @@ import type {AuditPage, ConsistencyProof, Health, InclusionProof, Problem, WhoAm
 import type {Checkpoint} from './audit.js'
 import {JilError, messageOf, systemCode} from './errors.js'
 
-/** A client identity: the user bundle's cert/key/CA now, the node's later. */
-export type ClientIdentity = {cert: string; key: string; ca: string}
+/** A client identity: the user bundle's cert/key/CA, or the node's. Without cert/key: anonymous (node join). */
+export type ClientIdentity = {cert?: string; key?: string; ca: string}
 
 const TLS_UNTRUSTED = new Set([
   'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
@@ -37,7 +37,7 @@ export class HqClient {
     if (base.protocol !== 'https:') throw new JilError('HQ_URL_INVALID', `HQ URL ${url} is not https`, {hint: 'HQ only speaks HTTPS: pass --hq https://HOST:PORT', exit: 2})
     const undici = await import('undici')
     const dispatcher = new undici.Agent({
-      connect: {cert: identity.cert, key: identity.key, ca: identity.ca, rejectUnauthorized: true},
+      connect: {...(identity.cert && identity.key ? {cert: identity.cert, key: identity.key} : {}), ca: identity.ca, rejectUnauthorized: true},
       keepAliveTimeout: 60_000,
       connectTimeout: 10_000,
     })
