@@ -11,6 +11,7 @@ import {auditRoutes} from './audit/routes.js'
 import {installAuth, principalOfRequest, type Principal} from './auth.js'
 import {installMetrics} from './metrics.js'
 import {installProblemHandlers} from './problem.js'
+import {installRbac} from './rbac.js'
 
 export type HqAppDeps = {
   db: Db
@@ -44,6 +45,7 @@ export async function buildHqApp(deps: HqAppDeps): Promise<FastifyInstance> {
 
   installProblemHandlers(app)
   installAuth(app, deps.db)
+  installRbac(app)
   const metrics = installMetrics(app)
   app.addHook('onResponse', async (req, reply) => {
     req.log.info({method: req.method, route: req.routeOptions.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime), principal: describe(req.principal)}, 'request')
@@ -51,12 +53,12 @@ export async function buildHqApp(deps: HqAppDeps): Promise<FastifyInstance> {
 
   app.get('/v1/ca', async (_req, reply) => reply.type('application/x-pem-file').send(deps.caCertPem))
 
-  app.get('/v1/health', {schema: {response: {200: Health}}}, async () => {
+  app.get('/v1/health', {config: {access: {any: true}}, schema: {response: {200: Health}}}, async () => {
     await deps.db.query('SELECT 1')
     return {status: 'ok' as const, version: deps.version, time: deps.clock.now().toISOString(), database: deps.db.kind}
   })
 
-  app.get('/v1/whoami', {schema: {response: {200: WhoAmI}}}, async (req) => {
+  app.get('/v1/whoami', {config: {access: {any: true}}, schema: {response: {200: WhoAmI}}}, async (req) => {
     const p = principalOfRequest(req)
     return p.kind === 'user'
       ? {kind: 'user' as const, name: p.name, role: p.role, serial: p.serial, not_after: p.notAfter.toISOString()}
@@ -65,7 +67,7 @@ export async function buildHqApp(deps: HqAppDeps): Promise<FastifyInstance> {
 
   auditRoutes(app, deps.db, deps.ledger)
 
-  app.get('/metrics', async (_req, reply) => reply.type(metrics.contentType).send(await metrics.metrics()))
+  app.get('/metrics', {config: {access: {any: true}}}, async (_req, reply) => reply.type(metrics.contentType).send(await metrics.metrics()))
 
   return app
 }

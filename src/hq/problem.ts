@@ -29,7 +29,7 @@ export function installProblemHandlers(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError | JilError, req, reply) => {
     if (err instanceof JilError) {
       if (err.status >= 500) req.log.error({err}, 'request failed')
-      return sendProblem(reply, problem(err.status, err.code, err.message, {...(err.hint ? {hint: err.hint} : {}), ...fieldOf(err)}))
+      return sendProblem(reply, {...problem(err.status, err.code, err.message, {...(err.hint ? {hint: err.hint} : {}), ...fieldOf(err)}), ...(err.details ?? {})})
     }
     const fe = err as FastifyError
     if (fe.validation) {

@@ -13,6 +13,8 @@ export const Problem = Type.Object({
   detail: Type.Optional(Type.String()),
   hint: Type.Optional(Type.String()),
   field: Type.Optional(Type.String()),
+  /** The permission a 403 names. */
+  permission: Type.Optional(Type.String()),
 })
 export type Problem = Static<typeof Problem>
 

@@ -70,7 +70,8 @@ export class HqClient {
           p = undefined
         }
         if (p && typeof p.code === 'string') {
-          throw new JilError(p.code, p.detail ?? p.title ?? `HQ answered ${res.statusCode}`, {status: res.statusCode, ...(p.hint ? {hint: p.hint} : {}), ...(p.field ? {details: {field: p.field}} : {})})
+          const details = {...(p.field ? {field: p.field} : {}), ...(p.permission ? {permission: p.permission} : {})}
+          throw new JilError(p.code, p.detail ?? p.title ?? `HQ answered ${res.statusCode}`, {status: res.statusCode, ...(p.hint ? {hint: p.hint} : {}), ...(Object.keys(details).length ? {details} : {})})
         }
       }
       throw new JilError('HQ_ERROR', `HQ answered ${res.statusCode} to ${method} ${path}`, {status: res.statusCode, hint: 'see the HQ log'})

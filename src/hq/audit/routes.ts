@@ -28,7 +28,7 @@ type AuditQuery = Static<typeof AuditQuery>
 
 /** The ledger's routes: the seed's GET /v1/fleet/audit, checkpoints, proofs and the export stream. */
 export function auditRoutes(app: FastifyInstance, db: Db, ledger: AuditLedger): void {
-  app.get<{Querystring: AuditQuery}>('/v1/fleet/audit', {schema: {querystring: AuditQuery, response: {200: AuditPage}}}, async (req) => {
+  app.get<{Querystring: AuditQuery}>('/v1/fleet/audit', {config: {access: {permission: 'fleet:read'}}, schema: {querystring: AuditQuery, response: {200: AuditPage}}}, async (req) => {
     const q = req.query
     const where: string[] = []
     const params: unknown[] = []
@@ -57,13 +57,13 @@ export function auditRoutes(app: FastifyInstance, db: Db, ledger: AuditLedger): 
     return {entries, next: more && last ? (desc ? {before: last.seq} : {after: last.seq}) : null}
   })
 
-  app.get('/v1/audit/checkpoint', {schema: {response: {200: CheckpointSchema}}}, async () => {
+  app.get('/v1/audit/checkpoint', {config: {access: {permission: 'fleet:read'}}, schema: {response: {200: CheckpointSchema}}}, async () => {
     const c = await ledger.latestCheckpoint()
     if (!c) throw new JilError('NO_CHECKPOINT', 'HQ has not signed an audit checkpoint yet', {status: 404, hint: 'POST /v1/audit/checkpoint signs one'})
     return c
   })
 
-  app.post('/v1/audit/checkpoint', {schema: {response: {200: CheckpointSchema}}}, async (req) => {
+  app.post('/v1/audit/checkpoint', {config: {access: {permission: 'audit:checkpoint'}}, schema: {response: {200: CheckpointSchema}}}, async (req) => {
     principalOfRequest(req)
     const c = await ledger.checkpoint()
     if (!c) throw new JilError('NO_CHECKPOINT', 'the audit log is empty', {status: 404})
@@ -73,6 +73,7 @@ export function auditRoutes(app: FastifyInstance, db: Db, ledger: AuditLedger): 
   app.get<{Querystring: {after?: number; limit?: number}}>(
     '/v1/audit/checkpoints',
     {
+      config: {access: {permission: 'fleet:read'}},
       schema: {
         querystring: Type.Object({after: Type.Optional(Type.Integer({minimum: 0})), limit: Type.Optional(Type.Integer({minimum: 1, maximum: 10000}))}, {additionalProperties: false}),
         response: {200: Type.Object({checkpoints: Type.Array(CheckpointSchema)})},
@@ -84,6 +85,7 @@ export function auditRoutes(app: FastifyInstance, db: Db, ledger: AuditLedger): 
   app.get<{Params: {seq: number}; Querystring: {size?: number}}>(
     '/v1/audit/proof/:seq',
     {
+      config: {access: {permission: 'fleet:read'}},
       schema: {
         params: Type.Object({seq: Type.Integer({minimum: 1})}),
         querystring: Type.Object({size: Type.Optional(Type.Integer({minimum: 1}))}, {additionalProperties: false}),
@@ -102,6 +104,7 @@ export function auditRoutes(app: FastifyInstance, db: Db, ledger: AuditLedger): 
   app.get<{Querystring: {from: number; to: number}}>(
     '/v1/audit/consistency',
     {
+      config: {access: {permission: 'fleet:read'}},
       schema: {
         querystring: Type.Object({from: Type.Integer({minimum: 1}), to: Type.Integer({minimum: 1})}, {additionalProperties: false}),
         response: {200: ConsistencyProof},
@@ -113,7 +116,7 @@ export function auditRoutes(app: FastifyInstance, db: Db, ledger: AuditLedger): 
   // The whole ledger as NDJSON: a header, every checkpoint, then every entry in seq order. What
   // `jil audit verify` walks and `jil audit export` saves; streamed in pages, never all in memory.
   // Checkpoints come first so a verifier checks each root as it reaches its size, in one pass.
-  app.get('/v1/audit/export', async (_req, reply) => {
+  app.get('/v1/audit/export', {config: {access: {permission: 'fleet:read'}}}, async (_req, reply) => {
     async function* lines(): AsyncGenerator<string> {
       yield JSON.stringify({type: 'header', format: EXPORT_FORMAT, origin: ledger.origin}) + '\n'
       let size = 0

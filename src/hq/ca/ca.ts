@@ -30,10 +30,10 @@ export type IssuedWithKey = IssuedCert & {keyPem: string}
 /** Lifetimes (DESIGN.md §4). */
 export const LIFETIME_DAYS = {ca: 3650, server: 90, user: 90, node: 30} as const
 
-/** A positive 128-bit serial whose first byte is never zero, so every tool prints it alike. */
+/** A positive 128-bit serial whose first hex digit is never zero, so every tool prints it alike. */
 function newSerial(): string {
   const b = randomBytes(16)
-  b[0] = (b[0]! & 0x7f) | 0x01
+  b[0] = (b[0]! & 0x7f) | 0x40
   return b.toString('hex')
 }
 
@@ -96,6 +96,8 @@ type IssueParams = {
   sans: x509.JsonGeneralName[]
   usage: 'server' | 'client'
   lifetimeDays: number
+  /** The requester's key (from its CSR); absent: the CA makes a key pair and returns its private half. */
+  publicKey?: x509.PublicKey
   /** Backdate/expire explicitly (tests of expired certs use the clock instead). */
   notBefore?: Date
 }
@@ -142,8 +144,37 @@ export class CertificateAuthority {
     })
   }
 
+  /** A user's certificate for the key in their CSR. */
+  async issueUserForKey(name: string, role: Role, publicKey: x509.PublicKey, lifetimeDays: number = LIFETIME_DAYS.user): Promise<IssuedCert> {
+    const {keyPem: _none, ...cert} = await this.issue({
+      subject: [{CN: [name]}, {OU: [role]}, {O: ['jil']}],
+      sans: [{type: 'url', value: identityUri({kind: 'user', name})}],
+      usage: 'client',
+      lifetimeDays,
+      publicKey,
+    })
+    return cert
+  }
+
+  /** A node's certificate (DESIGN.md §4): CN = node id, SAN URI jil://node/ID, O = zone. */
+  async issueNode(nodeId: string, zone: string, publicKey: x509.PublicKey, lifetimeDays: number = LIFETIME_DAYS.node): Promise<IssuedCert> {
+    const {keyPem: _none, ...cert} = await this.issue({
+      subject: [{CN: [nodeId]}, {O: [zone]}],
+      sans: [{type: 'url', value: identityUri({kind: 'node', id: nodeId})}],
+      usage: 'client',
+      lifetimeDays,
+      publicKey,
+    })
+    return cert
+  }
+
+  /** The CA certificate and key, for signing the CRL. */
+  get signingMaterial(): {cert: x509.X509Certificate; key: CryptoKey} {
+    return {cert: this.cert, key: this.key}
+  }
+
   private async issue(p: IssueParams): Promise<IssuedWithKey> {
-    const keys = await generateKeys()
+    const keys = p.publicKey ? undefined : await generateKeys()
     const start = p.notBefore ?? new Date(this.clock.now().getTime() - 60_000)
     const cert = await x509.X509CertificateGenerator.create({
       serialNumber: newSerial(),
@@ -152,7 +183,7 @@ export class CertificateAuthority {
       notBefore: start,
       notAfter: new Date(start.getTime() + 60_000 + p.lifetimeDays * DAY),
       signingAlgorithm: EC,
-      publicKey: keys.publicKey,
+      publicKey: p.publicKey ?? keys!.publicKey,
       signingKey: this.key,
       extensions: [
         new x509.BasicConstraintsExtension(false, undefined, true),
@@ -162,7 +193,7 @@ export class CertificateAuthority {
         await x509.AuthorityKeyIdentifierExtension.create(this.cert.publicKey),
       ],
     })
-    return {...toIssued(cert), keyPem: await keyToPem(keys.privateKey)}
+    return {...toIssued(cert), keyPem: keys ? await keyToPem(keys.privateKey) : ''}
   }
 }
 
