@@ -1,4 +1,4 @@
-import type {ServerOptions} from 'node:https'
+import type {Server as HttpsServer, ServerOptions} from 'node:https'
 
 import Fastify, {LogController, type FastifyInstance} from 'fastify'
 import type {Logger} from 'pino'
@@ -9,6 +9,7 @@ import type {Db} from '../shared/db/types.js'
 import type {AuditLedger} from './audit/ledger.js'
 import {auditRoutes} from './audit/routes.js'
 import {installAuth, principalOfRequest, type Principal} from './auth.js'
+import {identityRoutes, type IdentityDeps} from './identity/routes.js'
 import {installMetrics} from './metrics.js'
 import {installProblemHandlers} from './problem.js'
 import {installRbac} from './rbac.js'
@@ -20,6 +21,8 @@ export type HqAppDeps = {
   version: string
   caCertPem: string
   ledger: AuditLedger
+  /** Identity and access: absent only in tests that exercise the bare app. */
+  identity?: Omit<IdentityDeps, 'caCertPem'>
   /** TLS material for the one listener; requestCert without rejectUnauthorized (DESIGN.md §4). */
   tls: Pick<ServerOptions, 'key' | 'cert' | 'ca'>
 }
@@ -66,6 +69,10 @@ export async function buildHqApp(deps: HqAppDeps): Promise<FastifyInstance> {
   })
 
   auditRoutes(app, deps.db, deps.ledger)
+  if (deps.identity) {
+    deps.identity.sockets.attach(app.server as unknown as HttpsServer)
+    identityRoutes(app, {...deps.identity, caCertPem: deps.caCertPem})
+  }
 
   app.get('/metrics', {config: {access: {any: true}}}, async (_req, reply) => reply.type(metrics.contentType).send(await metrics.metrics()))
 

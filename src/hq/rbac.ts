@@ -26,13 +26,14 @@ const READ: Permission[] = ['fleet:read']
 
 /**
  * The RBAC matrix (DESIGN.md §4), in one place: viewer reads; ci-pipeline signs to devnet;
- * ops-lead approves and runs nodes; security-lead approves and revokes; admin does everything.
+ * ops-lead approves, admits and runs nodes; security-lead approves, revokes and decides operators'
+ * KYC status (compliance); admin does everything.
  */
 export const RBAC: Readonly<Record<Role, ReadonlySet<Permission>>> = {
   viewer: new Set(READ),
   'ci-pipeline': new Set([...READ, 'images:sign']),
   'ops-lead': new Set([...READ, 'audit:checkpoint', 'nodes:admit', 'nodes:operate', 'images:approve', 'images:promote', 'stack:manage', 'alerts:manage']),
-  'security-lead': new Set([...READ, 'audit:checkpoint', 'nodes:revoke', 'images:approve', 'images:promote', 'images:deprecate', 'alerts:manage']),
+  'security-lead': new Set([...READ, 'audit:checkpoint', 'operators:manage', 'nodes:revoke', 'images:approve', 'images:promote', 'images:deprecate', 'alerts:manage']),
   admin: new Set(PERMISSIONS),
 }
 

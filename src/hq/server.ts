@@ -1,3 +1,4 @@
+import type {Server as HttpsServer} from 'node:https'
 import type {AddressInfo} from 'node:net'
 
 import type {FastifyInstance} from 'fastify'
@@ -7,9 +8,13 @@ import type {Clock} from '../shared/clock.js'
 import type {Db} from '../shared/db/types.js'
 import {JilError, messageOf, systemCode} from '../shared/errors.js'
 import {certFingerprint} from '../shared/pki.js'
-import {fileSigner} from '../shared/signing.js'
+import {ed25519PublicPem, fileSigner} from '../shared/signing.js'
 import {buildHqApp} from './app.js'
 import {AuditLedger, AuditLoops} from './audit/ledger.js'
+import {CertificateAuthority} from './ca/ca.js'
+import {renewServerCertIfDue} from './ca/server-cert.js'
+import {CrlService, RevocationWatcher, SocketRegistry} from './identity/revocation.js'
+import {DEFAULT_JOIN_MINIMUMS, IdentityService, type JoinMinimums} from './identity/service.js'
 import {hqPath, lockDataDir, readHqConfig, readHqKeys, type DataDirLock} from './datadir.js'
 import {assertDbBelongsTo, openHqDb} from './store/index.js'
 
@@ -23,6 +28,8 @@ export type HqServeOptions = {
   version: string
   /** How often the audit checkpoint is signed when the log grew (default 60 s). */
   checkpointEveryMs?: number
+  /** Hardware a joining node must report (default: config.json's join_minimums, else 2 cores, 2 GiB, 20 GiB). */
+  joinMinimums?: JoinMinimums
 }
 
 export type RunningHq = {
@@ -31,6 +38,8 @@ export type RunningHq = {
   app: FastifyInstance
   db: Db
   ledger: AuditLedger
+  /** Live TLS sockets by client-certificate serial (what revocation closes). */
+  sockets: SocketRegistry
   /** Stops accepting, lets requests in flight finish, closes the database, releases the data dir. */
   close(): Promise<void>
 }
@@ -56,7 +65,24 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
     db = await openHqDb(databaseUrl ? {databaseUrl} : {pgliteDir: hqPath(o.dataDir, 'db')})
     await assertDbBelongsTo(db, config.ca_fingerprint)
     const ledger = new AuditLedger(db, o.clock, await fileSigner(keys.checkpointKey), config.ca_fingerprint)
+    const ca = await CertificateAuthority.load({certPem: keys.caCert, keyPem: keys.caKey}, o.clock)
+    // HQ's own certificate renews itself at 2/3 of its lifetime: at start, and twice a day while serving.
+    const renewed = await renewServerCertIfDue({dataDir: o.dataDir, ca, db, clock: o.clock, hostnames: config.hostnames, currentPem: keys.serverCert})
+    if (renewed) {
+      keys.serverCert = renewed.cert
+      keys.serverKey = renewed.key
+      o.logger.info('renewed HQ\'s server certificate')
+    }
+    const sockets = new SocketRegistry()
+    const signing = await fileSigner(keys.signingKey)
     const app = await buildHqApp({
+      identity: {
+        identity: new IdentityService(db, ca, ledger, o.clock, o.joinMinimums ?? config.join_minimums ?? DEFAULT_JOIN_MINIMUMS),
+        crl: new CrlService(db, {certPem: keys.caCert, keyPem: keys.caKey}, o.clock),
+        sockets,
+        caFingerprint: config.ca_fingerprint,
+        signingKeys: [{key_id: signing.keyId, public_key: ed25519PublicPem(signing.publicKey)}],
+      },
       ledger,
       db,
       clock: o.clock,
@@ -79,6 +105,21 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
       onError: (err) => o.logger.error({err}, 'audit sequencer failed; retrying'),
     })
     auditLoops.start()
+    const watcher = new RevocationWatcher(db, sockets, o.clock)
+    watcher.start()
+    let currentCert = keys.serverCert
+    const liveDb = db
+    const renewTimer = setInterval(() => {
+      void renewServerCertIfDue({dataDir: o.dataDir, ca, db: liveDb, clock: o.clock, hostnames: config.hostnames, currentPem: currentCert})
+        .then((r) => {
+          if (!r) return
+          currentCert = r.cert
+          ;(app.server as unknown as HttpsServer).setSecureContext({key: r.key, cert: r.cert, ca: keys.caCert})
+          o.logger.info('renewed HQ\'s server certificate')
+        })
+        .catch((err: unknown) => o.logger.error({err}, 'server certificate renewal failed'))
+    }, 12 * 3_600_000)
+    renewTimer.unref()
     const addr = app.server.address() as AddressInfo
     const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
     const openDb = db
@@ -89,9 +130,12 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
       app,
       db: openDb,
       ledger,
+      sockets,
       close() {
         closing ??= (async () => {
+          clearInterval(renewTimer)
           await app.close()
+          await watcher.stop()
           await auditLoops.stop()
           await openDb.close()
           await lock.release()

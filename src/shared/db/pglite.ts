@@ -20,7 +20,8 @@ function liteQueryable(pg: Pick<PGlite, 'query' | 'exec'>): Queryable {
   return {
     async query<R extends Row = Row>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
       const res = await pg.query<R>(sql, params as unknown[] | undefined)
-      return {rows: res.rows, rowCount: res.affectedRows ?? res.rows.length}
+      // PGlite reports affectedRows 0 for a SELECT: count its rows then, as pg does.
+      return {rows: res.rows, rowCount: res.affectedRows || res.rows.length}
     },
     async exec(sql: string): Promise<void> {
       await pg.exec(sql)
