@@ -74,11 +74,13 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
       o.logger.info('renewed HQ\'s server certificate')
     }
     const sockets = new SocketRegistry()
+    const crl = new CrlService(db, {certPem: keys.caCert, keyPem: keys.caKey}, o.clock)
+    await crl.latest()
     const signing = await fileSigner(keys.signingKey)
     const app = await buildHqApp({
       identity: {
         identity: new IdentityService(db, ca, ledger, o.clock, o.joinMinimums ?? config.join_minimums ?? DEFAULT_JOIN_MINIMUMS),
-        crl: new CrlService(db, {certPem: keys.caCert, keyPem: keys.caKey}, o.clock),
+        crl,
         sockets,
         caFingerprint: config.ca_fingerprint,
         signingKeys: [{key_id: signing.keyId, public_key: ed25519PublicPem(signing.publicKey)}],
@@ -120,6 +122,11 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
         .catch((err: unknown) => o.logger.error({err}, 'server certificate renewal failed'))
     }, 12 * 3_600_000)
     renewTimer.unref()
+    // The CRL is re-signed every hour (valid a day), so brokers and peers never hold a stale one.
+    const crlTimer = setInterval(() => {
+      void crl.latest().catch((err: unknown) => o.logger.error({err}, 'CRL re-signing failed'))
+    }, 3_600_000)
+    crlTimer.unref()
     const addr = app.server.address() as AddressInfo
     const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
     const openDb = db
@@ -134,6 +141,7 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
       close() {
         closing ??= (async () => {
           clearInterval(renewTimer)
+          clearInterval(crlTimer)
           await app.close()
           await watcher.stop()
           await auditLoops.stop()
