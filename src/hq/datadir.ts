@@ -1,8 +1,8 @@
-import {readFile, rm, stat} from 'node:fs/promises'
+import {readFile, stat} from 'node:fs/promises'
 import {join, resolve} from 'node:path'
 
 import {JilError, systemCode} from '../shared/errors.js'
-import {createExclusive, fileError, readSecret, readText, writeFileAtomic} from '../shared/files.js'
+import {fileError, lockFile, readSecret, readText, writeFileAtomic} from '../shared/files.js'
 
 /** What lives in HQ's data dir. Keys are 0600; the directory is 0700. */
 export const HQ_FILES = {
@@ -94,46 +94,10 @@ export async function readHqKeys(dataDir: string): Promise<HqKeys> {
 /** The data dir's lock: only one process (hq init, hq serve, break-glass user add) opens it at a time. */
 export type DataDirLock = {release(): Promise<void>}
 
-export async function lockDataDir(dataDir: string, holder: string): Promise<DataDirLock> {
-  const path = hqPath(dataDir, 'lock')
-  const content = JSON.stringify({pid: process.pid, holder, since: new Date().toISOString()}) + '\n'
-  for (let attempt = 0; attempt < 2; attempt++) {
-    if (await createExclusive(path, content)) {
-      let released = false
-      return {
-        async release() {
-          if (released) return
-          released = true
-          await rm(path, {force: true})
-        },
-      }
-    }
-    const other = await readLock(path)
-    if (other && pidAlive(other.pid)) {
-      throw new JilError('DATA_DIR_LOCKED', `HQ data dir ${dataDir} is in use by ${other.holder} (pid ${other.pid})`, {
-        hint: 'stop that process first, or talk to the running HQ with --hq URL instead of --data-dir',
-      })
-    }
-    // A stale lock: its process is gone (crash, kill -9). Take it over.
-    await rm(path, {force: true})
-  }
-  throw new JilError('DATA_DIR_LOCKED', `cannot take the lock ${path}`, {hint: `remove ${path} if no jil process uses ${dataDir}`})
-}
-
-async function readLock(path: string): Promise<{pid: number; holder: string} | undefined> {
-  try {
-    const v = JSON.parse(await readFile(path, 'utf8')) as {pid?: unknown; holder?: unknown}
-    return typeof v.pid === 'number' ? {pid: v.pid, holder: String(v.holder ?? 'jil')} : undefined
-  } catch {
-    return undefined
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return systemCode(err) === 'EPERM'
-  }
+export function lockDataDir(dataDir: string, holder: string): Promise<DataDirLock> {
+  return lockFile(hqPath(dataDir, 'lock'), holder, (other) =>
+    new JilError('DATA_DIR_LOCKED', `HQ data dir ${dataDir} is in use by ${other.holder} (pid ${other.pid})`, {
+      hint: 'stop that process first, or talk to the running HQ with --hq URL instead of --data-dir',
+    }),
+  )
 }

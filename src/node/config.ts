@@ -1,9 +1,9 @@
-import {mkdir, readFile, rm} from 'node:fs/promises'
+import {mkdir, readFile} from 'node:fs/promises'
 import {homedir} from 'node:os'
 import {isAbsolute, join, resolve} from 'node:path'
 
 import {JilError, systemCode, usageError} from '../shared/errors.js'
-import {createExclusive, fileError, writeFileAtomic} from '../shared/files.js'
+import {fileError, lockFile, writeFileAtomic} from '../shared/files.js'
 
 /**
  * The node's state dir (DESIGN.md §10): its config, its key and, once joined, its certificate and
@@ -254,29 +254,12 @@ export async function ensureStateDir(stateDir: string): Promise<void> {
 
 export type StateLock = {release(): Promise<void>}
 
-export async function lockStateDir(stateDir: string, holder: string): Promise<StateLock> {
-  const path = nodePath(stateDir, 'lock')
-  const content = JSON.stringify({pid: process.pid, holder}) + '\n'
-  for (let attempt = 0; attempt < 2; attempt++) {
-    if (await createExclusive(path, content)) {
-      let released = false
-      return {
-        async release() {
-          if (released) return
-          released = true
-          await rm(path, {force: true})
-        },
-      }
-    }
-    const other = await readLock(path)
-    if (other && pidAlive(other.pid)) {
-      throw new JilError('STATE_DIR_BUSY', `${other.holder} (pid ${other.pid}) is changing the node identity in ${stateDir}`, {
-        hint: 'wait for it to finish and try again',
-      })
-    }
-    await rm(path, {force: true})
-  }
-  throw new JilError('STATE_DIR_BUSY', `cannot take the lock ${path}`, {hint: `remove ${path} if no jil process uses ${stateDir}`})
+export function lockStateDir(stateDir: string, holder: string): Promise<StateLock> {
+  return lockFile(nodePath(stateDir, 'lock'), holder, (other) =>
+    new JilError('STATE_DIR_BUSY', `${other.holder} (pid ${other.pid}) is changing the node identity in ${stateDir}`, {
+      hint: 'wait for it to finish and try again',
+    }),
+  )
 }
 
 /** Runs fn holding the state-dir lock. */
@@ -286,23 +269,5 @@ export async function withStateLock<T>(stateDir: string, holder: string, fn: () 
     return await fn()
   } finally {
     await lock.release()
-  }
-}
-
-async function readLock(path: string): Promise<{pid: number; holder: string} | undefined> {
-  try {
-    const v = JSON.parse(await readFile(path, 'utf8')) as {pid?: unknown; holder?: unknown}
-    return typeof v.pid === 'number' ? {pid: v.pid, holder: String(v.holder ?? 'jil')} : undefined
-  } catch {
-    return undefined
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return systemCode(err) === 'EPERM'
   }
 }

@@ -1,6 +1,6 @@
 import 'reflect-metadata'
 
-import {webcrypto} from 'node:crypto'
+import {createPublicKey, webcrypto} from 'node:crypto'
 
 import * as x509 from '@peculiar/x509'
 
@@ -8,22 +8,61 @@ import {JilError} from './errors.js'
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto)
 
-const EC: EcKeyGenParams & EcdsaParams = {name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256'}
-
 /**
- * Certificate signing requests: the requester makes its own P-256 key and sends only a CSR, so a
- * private key never leaves the machine that uses it (a node's, a user's CLI).
+ * ECDSA P-256 keys and certificate signing requests, in one place: the requester (a node, a user's
+ * CLI) makes its own key and sends only a CSR, so a private key never leaves the machine that uses
+ * it; HQ parses and checks CSRs; the CA imports its signing key here too.
  */
-export async function newKeyAndCsr(commonName: string, sanUri: string): Promise<{keyPem: string; csrPem: string}> {
-  const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as unknown as CryptoKeyPair
+export const EC_P256: EcKeyGenParams & EcdsaParams = {name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256'}
+
+export type P256Key = {keys: CryptoKeyPair; keyPem: string}
+
+export async function generateP256Key(): Promise<P256Key> {
+  const keys = (await webcrypto.subtle.generateKey(EC_P256, true, ['sign', 'verify'])) as unknown as CryptoKeyPair
+  const der = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey as unknown as webcrypto.CryptoKey)
+  return {keys, keyPem: x509.PemConverter.encode(der, 'PRIVATE KEY')}
+}
+
+type KeyError = {what: string; hint: string}
+
+/** A PKCS#8 P-256 private key for signing (the CA's). */
+export async function importP256SigningKey(pem: string, e: KeyError): Promise<CryptoKey> {
+  try {
+    const der = x509.PemConverter.decode(pem)[0]
+    if (!der) throw new Error('no PEM block')
+    return (await webcrypto.subtle.importKey('pkcs8', der, EC_P256, false, ['sign'])) as unknown as CryptoKey
+  } catch (err) {
+    throw new JilError('KEY_INVALID', `the ${e.what} is not a PKCS#8 ECDSA P-256 private key`, {hint: e.hint, cause: err})
+  }
+}
+
+/** A PKCS#8 P-256 key file as a key pair (the public half derived from it, so the file holds one thing). */
+export async function importP256Key(pem: string, e: KeyError): Promise<CryptoKeyPair> {
+  try {
+    const spki = createPublicKey(pem).export({type: 'spki', format: 'der'})
+    const privateKey = await importP256SigningKey(pem, e)
+    const publicKey = (await webcrypto.subtle.importKey('spki', spki, EC_P256, true, ['verify'])) as unknown as CryptoKey
+    return {privateKey, publicKey}
+  } catch (err) {
+    if (err instanceof JilError) throw err
+    throw new JilError('KEY_INVALID', `the ${e.what} is not a PKCS#8 ECDSA P-256 private key`, {hint: e.hint, cause: err})
+  }
+}
+
+/** A PKCS#10 request: CN and one SAN URI (jil://user/NAME or jil://node/ID), signed by the key. */
+export async function createCsr(commonName: string, sanUri: string, keys: CryptoKeyPair): Promise<string> {
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
     name: [{CN: [commonName]}],
     keys,
-    signingAlgorithm: EC,
+    signingAlgorithm: EC_P256,
     extensions: [new x509.SubjectAlternativeNameExtension([{type: 'url', value: sanUri}])],
   })
-  const der = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey as unknown as webcrypto.CryptoKey)
-  return {keyPem: x509.PemConverter.encode(der, 'PRIVATE KEY'), csrPem: csr.toString('pem') + '\n'}
+  return csr.toString('pem') + '\n'
+}
+
+export async function newKeyAndCsr(commonName: string, sanUri: string): Promise<{keyPem: string; csrPem: string}> {
+  const {keys, keyPem} = await generateP256Key()
+  return {keyPem, csrPem: await createCsr(commonName, sanUri, keys)}
 }
 
 export type ParsedCsr = {commonName: string | undefined; sanUris: string[]; publicKey: x509.PublicKey}

@@ -1,5 +1,5 @@
 import {constants} from 'node:fs'
-import {mkdir, open, readFile, rename, stat, writeFile} from 'node:fs/promises'
+import {mkdir, open, readFile, rename, rm, stat, writeFile} from 'node:fs/promises'
 import {dirname} from 'node:path'
 
 import {JilError, systemCode} from './errors.js'
@@ -76,5 +76,50 @@ export async function createExclusive(path: string, data: string): Promise<boole
   } catch (err) {
     if (systemCode(err) === 'EEXIST') return false
     throw err
+  }
+}
+
+/** A lock held through a file naming its process: exclusive across processes, taken over when stale. */
+export type FileLock = {release(): Promise<void>}
+
+/**
+ * Takes the lock file `path` for `holder`. When another live process holds it, throws what `busy`
+ * returns; a lock left by a process that is gone (crash, kill -9) is taken over.
+ */
+export async function lockFile(path: string, holder: string, busy: (other: {pid: number; holder: string}) => JilError): Promise<FileLock> {
+  const content = JSON.stringify({pid: process.pid, holder, since: new Date().toISOString()}) + '\n'
+  for (let attempt = 0; attempt < 2; attempt++) {
+    if (await createExclusive(path, content)) {
+      let released = false
+      return {
+        async release() {
+          if (released) return
+          released = true
+          await rm(path, {force: true})
+        },
+      }
+    }
+    const other = await readLockFile(path)
+    if (other && pidAlive(other.pid)) throw busy(other)
+    await rm(path, {force: true})
+  }
+  throw new JilError('LOCKED', `cannot take the lock ${path}`, {hint: `remove ${path} if no jil process uses it`})
+}
+
+async function readLockFile(path: string): Promise<{pid: number; holder: string} | undefined> {
+  try {
+    const v = JSON.parse(await readFile(path, 'utf8')) as {pid?: unknown; holder?: unknown}
+    return typeof v.pid === 'number' ? {pid: v.pid, holder: String(v.holder ?? 'jil')} : undefined
+  } catch {
+    return undefined
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return systemCode(err) === 'EPERM'
   }
 }

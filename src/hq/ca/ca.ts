@@ -7,6 +7,12 @@ import * as x509 from '@peculiar/x509'
 import type {Clock} from '../../shared/clock.js'
 import {JilError} from '../../shared/errors.js'
 import {certFingerprint, identityUri, normalizeSerial, type Role} from '../../shared/pki.js'
+import {generateP256Key, importP256SigningKey} from '../../shared/csr.js'
+
+/** HQ's CA key, for issuing certificates and signing the CRL. */
+export function importCaKey(pem: string): Promise<CryptoKey> {
+  return importP256SigningKey(pem, {what: 'CA key', hint: 'restore ca.key from a backup of the HQ data dir'})
+}
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto)
 
@@ -37,28 +43,6 @@ function newSerial(): string {
   return b.toString('hex')
 }
 
-async function generateKeys(): Promise<CryptoKeyPair> {
-  return (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as unknown as CryptoKeyPair
-}
-
-async function keyToPem(key: CryptoKey): Promise<string> {
-  const der = await webcrypto.subtle.exportKey('pkcs8', key as unknown as webcrypto.CryptoKey)
-  return x509.PemConverter.encode(der, 'PRIVATE KEY')
-}
-
-async function importKey(pem: string): Promise<CryptoKey> {
-  try {
-    const der = x509.PemConverter.decode(pem)[0]
-    if (!der) throw new Error('no PEM block')
-    return (await webcrypto.subtle.importKey('pkcs8', der, EC, false, ['sign'])) as unknown as CryptoKey
-  } catch (err) {
-    throw new JilError('KEY_INVALID', 'the CA key is not a PKCS#8 ECDSA P-256 private key', {
-      hint: 'restore ca.key from a backup of the HQ data dir',
-      cause: err,
-    })
-  }
-}
-
 function toIssued(cert: x509.X509Certificate): IssuedCert {
   return {
     pem: cert.toString('pem') + '\n',
@@ -72,7 +56,7 @@ function toIssued(cert: x509.X509Certificate): IssuedCert {
 
 /** Creates the self-signed ECDSA P-256 root of an HQ. */
 export async function createCa(clock: Clock, name = 'jil HQ CA'): Promise<KeyPairPem & {fingerprint: string}> {
-  const keys = await generateKeys()
+  const {keys, keyPem} = await generateP256Key()
   const now = clock.now()
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: newSerial(),
@@ -88,7 +72,7 @@ export async function createCa(clock: Clock, name = 'jil HQ CA'): Promise<KeyPai
     ],
   })
   const certPem = cert.toString('pem') + '\n'
-  return {certPem, keyPem: await keyToPem(keys.privateKey), fingerprint: certFingerprint(certPem)}
+  return {certPem, keyPem, fingerprint: certFingerprint(certPem)}
 }
 
 type IssueParams = {
@@ -119,7 +103,7 @@ export class CertificateAuthority {
     } catch (err) {
       throw new JilError('CERT_INVALID', 'the CA certificate cannot be parsed', {hint: 'restore ca.crt from a backup of the HQ data dir', cause: err})
     }
-    return new CertificateAuthority(pair.certPem, certFingerprint(pair.certPem), cert, await importKey(pair.keyPem), clock)
+    return new CertificateAuthority(pair.certPem, certFingerprint(pair.certPem), cert, await importCaKey(pair.keyPem), clock)
   }
 
   /** HQ's TLS server certificate: SAN = the hostnames plus localhost and 127.0.0.1. */
@@ -174,7 +158,8 @@ export class CertificateAuthority {
   }
 
   private async issue(p: IssueParams): Promise<IssuedWithKey> {
-    const keys = p.publicKey ? undefined : await generateKeys()
+    const fresh = p.publicKey ? undefined : await generateP256Key()
+    const keys = fresh?.keys
     const start = p.notBefore ?? new Date(this.clock.now().getTime() - 60_000)
     const cert = await x509.X509CertificateGenerator.create({
       serialNumber: newSerial(),
@@ -193,7 +178,7 @@ export class CertificateAuthority {
         await x509.AuthorityKeyIdentifierExtension.create(this.cert.publicKey),
       ],
     })
-    return {...toIssued(cert), keyPem: keys ? await keyToPem(keys.privateKey) : ''}
+    return {...toIssued(cert), keyPem: fresh?.keyPem ?? ''}
   }
 }
 

@@ -6,6 +6,7 @@ import * as x509 from '@peculiar/x509'
 
 import {JilError} from '../../shared/errors.js'
 import {derToPem, normalizeSerial} from '../../shared/pki.js'
+import {importCaKey} from './ca.js'
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto)
 
@@ -106,15 +107,3 @@ function derInteger(n: bigint): Uint8Array<ArrayBuffer> {
   return new Uint8Array([0x02, body.length, ...body])
 }
 
-async function importCaKey(pem: string): Promise<CryptoKey> {
-  try {
-    const der = x509.PemConverter.decode(pem)[0]
-    if (!der) throw new Error('no PEM block')
-    return (await webcrypto.subtle.importKey('pkcs8', der, EC, false, ['sign'])) as unknown as CryptoKey
-  } catch (err) {
-    throw new JilError('KEY_INVALID', 'the CA key is not a PKCS#8 ECDSA P-256 private key', {
-      hint: 'restore ca.key from a backup of the HQ data dir',
-      cause: err,
-    })
-  }
-}
