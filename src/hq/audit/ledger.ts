@@ -126,11 +126,12 @@ export class AuditLedger {
       }
       this.kick()
       await new Promise<void>((resolve) => {
-        const t = setTimeout(done, 100)
-        function done() {
+        const done = () => {
           clearTimeout(t)
+          this.events.off('sequenced', done)
           resolve()
         }
+        const t = setTimeout(done, 100)
         this.events.once('sequenced', done)
       })
     }
