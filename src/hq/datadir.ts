@@ -27,6 +27,8 @@ export type HqConfig = {
   ca_fingerprint: string
   signing_key_id: string
   checkpoint_key_id: string
+  /** The OCI registry (HOST:PORT) whose images HQ signs, for `jil hq images --unsigned`. */
+  registry?: string
   /** Hardware a joining node must report; defaults apply when absent. */
   join_minimums?: {cpu_cores: number; memory_bytes: number; disk_bytes: number}
   /** Set when HQ stores its state in a PostgreSQL server rather than the embedded db/ directory. */

@@ -15,6 +15,7 @@ import {CertificateAuthority} from './ca/ca.js'
 import {renewServerCertIfDue} from './ca/server-cert.js'
 import {CrlService, RevocationWatcher, SocketRegistry} from './identity/revocation.js'
 import {DEFAULT_JOIN_MINIMUMS, IdentityService, type JoinMinimums} from './identity/service.js'
+import {ReleaseService} from './releases/service.js'
 import {hqPath, lockDataDir, readHqConfig, readHqKeys, type DataDirLock} from './datadir.js'
 import {assertDbBelongsTo, openHqDb} from './store/index.js'
 
@@ -28,6 +29,8 @@ export type HqServeOptions = {
   version: string
   /** How often the audit checkpoint is signed when the log grew (default 60 s). */
   checkpointEveryMs?: number
+  /** The OCI registry HQ's images live in (for --unsigned); default config.json's registry. */
+  registry?: string | undefined
   /** Hardware a joining node must report (default: config.json's join_minimums, else 2 cores, 2 GiB, 20 GiB). */
   joinMinimums?: JoinMinimums
 }
@@ -77,7 +80,10 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
     const crl = new CrlService(db, {certPem: keys.caCert, keyPem: keys.caKey}, o.clock)
     await crl.latest()
     const signing = await fileSigner(keys.signingKey)
+    const releases = new ReleaseService(db, signing, ed25519PublicPem(signing.publicKey), keys.caCert, ledger, o.clock)
+    await releases.registerKey()
     const app = await buildHqApp({
+      releases: {service: releases, registry: o.registry ?? config.registry},
       identity: {
         identity: new IdentityService(db, ca, ledger, o.clock, o.joinMinimums ?? config.join_minimums ?? DEFAULT_JOIN_MINIMUMS),
         crl,

@@ -2,10 +2,12 @@ import type {Migration} from '../../../shared/db/migrate.js'
 import m001 from './001_init.sql'
 import m002 from './002_audit.sql'
 import m003 from './003_identity.sql'
+import m004 from './004_releases.sql'
 
 /** HQ's schema, in order. A new migration is a new NNN_name.sql file added here; applied ones never change. */
 export const HQ_MIGRATIONS: readonly Migration[] = [
   {version: 1, name: 'init', sql: m001},
   {version: 2, name: 'audit', sql: m002},
   {version: 3, name: 'identity', sql: m003},
+  {version: 4, name: 'releases', sql: m004},
 ]
