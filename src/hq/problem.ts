@@ -54,6 +54,10 @@ export function installProblemHandlers(app: FastifyInstance): void {
     if (fe.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
       return sendProblem(reply, problem(400, 'BAD_JSON', 'the request body is empty', {hint: 'send a JSON object'}))
     }
+    // Two requests creating the same row at once: the loser sees the unique violation, which is a conflict.
+    if ((fe as {code?: string}).code === '23505') {
+      return sendProblem(reply, problem(409, 'CONFLICT', 'a concurrent request created the same thing first', {hint: 'list it, or retry'}))
+    }
     if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) {
       return sendProblem(reply, problem(fe.statusCode, (fe.code ?? 'BAD_REQUEST').replace(/^FST_ERR_/, ''), fe.message))
     }

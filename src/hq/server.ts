@@ -12,7 +12,7 @@ import {ed25519PublicPem, fileSigner} from '../shared/signing.js'
 import {buildHqApp} from './app.js'
 import {AuditLedger, AuditLoops} from './audit/ledger.js'
 import {CertificateAuthority} from './ca/ca.js'
-import {renewServerCertIfDue} from './ca/server-cert.js'
+import {completeServerCertSwap, renewServerCertIfDue} from './ca/server-cert.js'
 import {CrlService, RevocationWatcher, SocketRegistry} from './identity/revocation.js'
 import {DEFAULT_JOIN_MINIMUMS, IdentityService, type JoinMinimums} from './identity/service.js'
 import {ReleaseService} from './releases/service.js'
@@ -60,6 +60,7 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
   const lock: DataDirLock = await lockDataDir(o.dataDir, 'jil hq serve')
   let db: Db | undefined
   try {
+    await completeServerCertSwap(o.dataDir)
     const keys = await readHqKeys(o.dataDir)
     if (certFingerprint(keys.caCert) !== config.ca_fingerprint) {
       throw new JilError('DATA_DIR_CORRUPT', `${hqPath(o.dataDir, 'caCert')} does not match the CA recorded in config.json`, {hint: 'restore the HQ data dir from a backup'})
@@ -113,7 +114,7 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
       onError: (err) => o.logger.error({err}, 'audit sequencer failed; retrying'),
     })
     auditLoops.start()
-    const watcher = new RevocationWatcher(db, sockets, o.clock)
+    const watcher = new RevocationWatcher(db, sockets, o.clock, (err) => o.logger.error({err}, 'revocation watcher failed; retrying'))
     watcher.start()
     let currentCert = keys.serverCert
     const liveDb = db

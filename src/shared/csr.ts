@@ -32,7 +32,7 @@ export async function importP256SigningKey(pem: string, e: KeyError): Promise<Cr
     if (!der) throw new Error('no PEM block')
     return (await webcrypto.subtle.importKey('pkcs8', der, EC_P256, false, ['sign'])) as unknown as CryptoKey
   } catch (err) {
-    throw new JilError('KEY_INVALID', `the ${e.what} is not a PKCS#8 ECDSA P-256 private key`, {hint: e.hint, cause: err})
+    throw new JilError('KEY_INVALID', `the ${e.what} is not a PKCS#8 ECDSA P-256 private key`, {hint: e.hint, status: 500, cause: err})
   }
 }
 
@@ -75,12 +75,24 @@ export async function parseCsr(pem: string): Promise<ParsedCsr> {
   } catch {
     throw new JilError('CSR_INVALID', 'the certificate signing request cannot be parsed', {status: 400, hint: 'send a PKCS#10 CSR in PEM'})
   }
-  if (!(await csr.verify())) {
-    throw new JilError('CSR_INVALID', 'the CSR is not signed by the key it carries', {status: 400, hint: 'make the CSR with the key the certificate is for'})
+  // The key type first: WebCrypto throws on curves it does not know (secp256k1, Ed448…).
+  let alg: EcKeyAlgorithm
+  try {
+    alg = csr.publicKey.algorithm as EcKeyAlgorithm
+  } catch {
+    throw new JilError('CSR_INVALID', 'the CSR key is of an unsupported type, not ECDSA P-256', {status: 400, hint: 'use an ECDSA P-256 key'})
   }
-  const alg = csr.publicKey.algorithm as EcKeyAlgorithm
   if (alg.name !== 'ECDSA' || alg.namedCurve !== 'P-256') {
     throw new JilError('CSR_INVALID', `the CSR key is ${alg.name}${alg.namedCurve ? ' ' + alg.namedCurve : ''}, not ECDSA P-256`, {status: 400, hint: 'use an ECDSA P-256 key'})
+  }
+  let signed = false
+  try {
+    signed = await csr.verify()
+  } catch {
+    signed = false
+  }
+  if (!signed) {
+    throw new JilError('CSR_INVALID', 'the CSR is not signed by the key it carries', {status: 400, hint: 'make the CSR with the key the certificate is for'})
   }
   const san = csr.extensions.find((e): e is x509.SubjectAlternativeNameExtension => e instanceof x509.SubjectAlternativeNameExtension)
   const sanUris = san ? san.names.items.filter((n) => n.type === 'url').map((n) => n.value) : []

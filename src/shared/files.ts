@@ -1,3 +1,4 @@
+import {randomBytes} from 'node:crypto'
 import {constants} from 'node:fs'
 import {mkdir, open, readFile, rename, rm, stat, writeFile} from 'node:fs/promises'
 import {dirname} from 'node:path'
@@ -87,29 +88,44 @@ export type FileLock = {release(): Promise<void>}
  * returns; a lock left by a process that is gone (crash, kill -9) is taken over.
  */
 export async function lockFile(path: string, holder: string, busy: (other: {pid: number; holder: string}) => JilError): Promise<FileLock> {
-  const content = JSON.stringify({pid: process.pid, holder, since: new Date().toISOString()}) + '\n'
-  for (let attempt = 0; attempt < 2; attempt++) {
+  const token = randomBytes(8).toString('hex')
+  const content = JSON.stringify({pid: process.pid, holder, token, since: new Date().toISOString()}) + '\n'
+  for (let attempt = 0; attempt < 3; attempt++) {
     if (await createExclusive(path, content)) {
       let released = false
       return {
         async release() {
           if (released) return
           released = true
-          await rm(path, {force: true})
+          // Only our own lock: the file may have moved with its directory (hq init --force).
+          if ((await readLockFile(path))?.token === token) await rm(path, {force: true})
         },
       }
     }
     const other = await readLockFile(path)
     if (other && pidAlive(other.pid)) throw busy(other)
-    await rm(path, {force: true})
+    // Stale: move it aside atomically, then make sure what we moved was the stale lock and not a
+    // fresh one another process took in the meantime (then put it back and report it busy).
+    const aside = `${path}.stale-${process.pid}-${token}`
+    try {
+      await rename(path, aside)
+    } catch {
+      continue // someone else moved or removed it first
+    }
+    const moved = await readLockFile(aside)
+    if (moved && pidAlive(moved.pid)) {
+      await rename(aside, path).catch(() => {})
+      throw busy(moved)
+    }
+    await rm(aside, {force: true})
   }
   throw new JilError('LOCKED', `cannot take the lock ${path}`, {hint: `remove ${path} if no jil process uses it`})
 }
 
-async function readLockFile(path: string): Promise<{pid: number; holder: string} | undefined> {
+async function readLockFile(path: string): Promise<{pid: number; holder: string; token?: string} | undefined> {
   try {
-    const v = JSON.parse(await readFile(path, 'utf8')) as {pid?: unknown; holder?: unknown}
-    return typeof v.pid === 'number' ? {pid: v.pid, holder: String(v.holder ?? 'jil')} : undefined
+    const v = JSON.parse(await readFile(path, 'utf8')) as {pid?: unknown; holder?: unknown; token?: unknown}
+    return typeof v.pid === 'number' ? {pid: v.pid, holder: String(v.holder ?? 'jil'), ...(typeof v.token === 'string' ? {token: v.token} : {})} : undefined
   } catch {
     return undefined
   }

@@ -15,7 +15,7 @@ export async function tempDir(prefix = 'jil-test-'): Promise<{dir: string; clean
 }
 
 /** A real HQ in-process: a fresh data dir, HTTPS with mutual TLS on 127.0.0.1:0. */
-export async function startTestHq(o: {databaseUrl?: string; clock?: Clock; joinMinimums?: {cpu_cores: number; memory_bytes: number; disk_bytes: number}} = {}): Promise<{
+export async function startTestHq(o: {databaseUrl?: string; clock?: Clock; joinMinimums?: {cpu_cores: number; memory_bytes: number; disk_bytes: number}; registry?: string} = {}): Promise<{
   hq: RunningHq
   init: HqInitResult
   admin: UserBundle
@@ -42,6 +42,7 @@ export async function startTestHq(o: {databaseUrl?: string; clock?: Clock; joinM
     logger: pino({level: 'silent'}),
     version: '0.0.0-test',
     ...(o.joinMinimums ? {joinMinimums: o.joinMinimums} : {}),
+    ...(o.registry ? {registry: o.registry} : {}),
   })
   const admin = {...(await readBundle(init.admin_bundle)), hq_url: hq.url}
   return {

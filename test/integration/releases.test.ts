@@ -20,7 +20,7 @@ describe.runIf(IMAGE)('signed releases against the real registry', () => {
   let manifest: ImageManifest
 
   beforeAll(async () => {
-    t = await startTestHq()
+    t = await startTestHq({registry: IMAGE!.split('/')[0]})
     tmp = await tempDir()
     const admin = await HqClient.connect(t.hq.url, t.admin)
     for (const [name, role] of [['ci-pipeline', 'ci-pipeline'], ['olga', 'ops-lead'], ['otto', 'ops-lead'], ['sam', 'security-lead'], ['vera', 'viewer']] as const) {
@@ -94,8 +94,9 @@ describe.runIf(IMAGE)('signed releases against the real registry', () => {
   })
 
   it('lists no unsigned digests once the registry\'s only image is signed; deprecation withdraws it everywhere', async () => {
-    const registry = IMAGE!.split('/')[0]
-    const unsigned = await users.vera!.client.request<{unsigned: unknown[]}>('GET', `/v1/images/unsigned?registry=${registry}`)
+    const unsigned = await users.vera!.client.request<{unsigned: unknown[]}>('GET', '/v1/images/unsigned')
+    // A viewer may not point HQ at another host.
+    await expect(users.vera!.client.request('GET', '/v1/images/unsigned?registry=127.0.0.1:1')).rejects.toMatchObject({status: 403})
     expect(unsigned.unsigned.filter((u) => (u as {digest: string}).digest === DIGEST)).toEqual([])
     await expect(users.olga!.client.request('POST', `/v1/images/${DIGEST}/deprecate`, {reason: 'x'})).rejects.toMatchObject({status: 403})
     const dep = await users.sam!.client.request<{tracks: string[]}>('POST', `/v1/images/${DIGEST}/deprecate`, {reason: 'CVE-2026-0001'})
@@ -103,7 +104,7 @@ describe.runIf(IMAGE)('signed releases against the real registry', () => {
     const served = await users.vera!.client.request<{manifests: ImageManifest[]; keys: {key_id: string; public_key: string}[]}>('GET', `/v1/images/${DIGEST}/manifests`)
     const m = served.manifests.find((x) => x.track === 'mainnet')!
     expect(verifyManifest(m, {keys: served.keys, caPem: t.admin.ca, isRevoked: () => false}, {track: 'mainnet', minApprovals: 2})).toMatchObject({ok: false, code: 'DEPRECATED'})
-    const after = await users.vera!.client.request<{unsigned: {digest: string}[]}>('GET', `/v1/images/unsigned?registry=${registry}`)
+    const after = await users.vera!.client.request<{unsigned: {digest: string}[]}>('GET', '/v1/images/unsigned')
     expect(after.unsigned.map((u) => u.digest)).toContain(DIGEST)
   })
 })

@@ -17,8 +17,8 @@ const AuditQuery = Type.Object(
     subject: Type.Optional(Type.String({minLength: 1, maxLength: 500})),
     since: Type.Optional(Type.String({format: 'date-time'})),
     until: Type.Optional(Type.String({format: 'date-time'})),
-    after: Type.Optional(Type.Integer({minimum: 0})),
-    before: Type.Optional(Type.Integer({minimum: 1})),
+    after: Type.Optional(Type.Integer({minimum: 0, maximum: Number.MAX_SAFE_INTEGER})),
+    before: Type.Optional(Type.Integer({minimum: 1, maximum: Number.MAX_SAFE_INTEGER})),
     order: Type.Optional(Type.Union([Type.Literal('asc'), Type.Literal('desc')])),
     limit: Type.Optional(Type.Integer({minimum: 1, maximum: 1000})),
   },
@@ -28,6 +28,12 @@ type AuditQuery = Static<typeof AuditQuery>
 
 /** The ledger's routes: the seed's GET /v1/fleet/audit, checkpoints, proofs and the export stream. */
 export function auditRoutes(app: FastifyInstance, db: Db, ledger: AuditLedger): void {
+  // Export streams in flight: ended at shutdown so a slow reader never holds HQ open (DESIGN.md §6).
+  const exports = new Set<Readable>()
+  app.addHook('preClose', async () => {
+    for (const s of exports) s.destroy()
+  })
+
   app.get<{Querystring: AuditQuery}>('/v1/fleet/audit', {config: {access: {permission: 'fleet:read'}}, schema: {querystring: AuditQuery, response: {200: AuditPage}}}, async (req) => {
     const q = req.query
     const where: string[] = []
@@ -75,7 +81,7 @@ export function auditRoutes(app: FastifyInstance, db: Db, ledger: AuditLedger): 
     {
       config: {access: {permission: 'fleet:read'}},
       schema: {
-        querystring: Type.Object({after: Type.Optional(Type.Integer({minimum: 0})), limit: Type.Optional(Type.Integer({minimum: 1, maximum: 10000}))}, {additionalProperties: false}),
+        querystring: Type.Object({after: Type.Optional(Type.Integer({minimum: 0, maximum: Number.MAX_SAFE_INTEGER})), limit: Type.Optional(Type.Integer({minimum: 1, maximum: 10000}))}, {additionalProperties: false}),
         response: {200: Type.Object({checkpoints: Type.Array(CheckpointSchema)})},
       },
     },
@@ -87,8 +93,8 @@ export function auditRoutes(app: FastifyInstance, db: Db, ledger: AuditLedger): 
     {
       config: {access: {permission: 'fleet:read'}},
       schema: {
-        params: Type.Object({seq: Type.Integer({minimum: 1})}),
-        querystring: Type.Object({size: Type.Optional(Type.Integer({minimum: 1}))}, {additionalProperties: false}),
+        params: Type.Object({seq: Type.Integer({minimum: 1, maximum: Number.MAX_SAFE_INTEGER})}),
+        querystring: Type.Object({size: Type.Optional(Type.Integer({minimum: 1, maximum: Number.MAX_SAFE_INTEGER}))}, {additionalProperties: false}),
         response: {200: InclusionProof},
       },
     },
@@ -106,7 +112,7 @@ export function auditRoutes(app: FastifyInstance, db: Db, ledger: AuditLedger): 
     {
       config: {access: {permission: 'fleet:read'}},
       schema: {
-        querystring: Type.Object({from: Type.Integer({minimum: 1}), to: Type.Integer({minimum: 1})}, {additionalProperties: false}),
+        querystring: Type.Object({from: Type.Integer({minimum: 1, maximum: Number.MAX_SAFE_INTEGER}), to: Type.Integer({minimum: 1, maximum: Number.MAX_SAFE_INTEGER})}, {additionalProperties: false}),
         response: {200: ConsistencyProof},
       },
     },
@@ -138,7 +144,10 @@ export function auditRoutes(app: FastifyInstance, db: Db, ledger: AuditLedger): 
         after = rows.at(-1)!.seq
       }
     }
-    return reply.type('application/x-ndjson').send(Readable.from(lines()))
+    const stream = Readable.from(lines())
+    exports.add(stream)
+    stream.once('close', () => exports.delete(stream))
+    return reply.type('application/x-ndjson').send(stream)
   })
 }
 

@@ -2,7 +2,7 @@ import type {Server as HttpsServer} from 'node:https'
 import type {TLSSocket} from 'node:tls'
 
 import type {Clock} from '../../shared/clock.js'
-import type {Db, Queryable} from '../../shared/db/types.js'
+import {LOCKS, type Db, type Queryable} from '../../shared/db/types.js'
 import {normalizeSerial} from '../../shared/pki.js'
 import {signCrl, type SignedCrl} from '../ca/crl.js'
 
@@ -77,13 +77,17 @@ export class CrlService {
     return {der, pem: pemOf(der), number: r.number, thisUpdate: r.this_update, nextUpdate: r.next_update}
   }
 
-  /** Signs a new CRL over every revoked serial (replicas racing on the number: the loser retries). */
+  /**
+   * Signs a new CRL over every revoked serial. One transaction under a transaction-scoped advisory
+   * lock: two revocations at once cannot publish a higher-numbered CRL that misses one of them.
+   */
   async resign(): Promise<SignedCrl> {
-    for (let attempt = 0; ; attempt++) {
-      const {rows: revoked} = await this.db.query<{serial: string; revoked_at: Date}>(
+    return this.db.transaction(async (tx) => {
+      await tx.query('SELECT pg_advisory_xact_lock($1::bigint)', [LOCKS.crl.toString()])
+      const {rows: revoked} = await tx.query<{serial: string; revoked_at: Date}>(
         "SELECT serial, revoked_at FROM certificates WHERE revoked_at IS NOT NULL AND kind IN ('node', 'user') ORDER BY revoked_at",
       )
-      const {rows: num} = await this.db.query<{n: number}>('SELECT coalesce(max(number), 0)::int8 + 1 AS n FROM crls')
+      const {rows: num} = await tx.query<{n: number}>('SELECT coalesce(max(number), 0)::int8 + 1 AS n FROM crls')
       const crl = await signCrl({
         caCertPem: this.ca.certPem,
         caKeyPem: this.ca.keyPem,
@@ -92,14 +96,9 @@ export class CrlService {
         now: this.clock.now(),
         validForMs: CRL_VALID_MS,
       })
-      const ins = await this.db.query('INSERT INTO crls (number, this_update, next_update, der) VALUES ($1, $2, $3, $4) ON CONFLICT (number) DO NOTHING', [
-        crl.number,
-        crl.thisUpdate,
-        crl.nextUpdate,
-        Buffer.from(crl.der),
-      ])
-      if (ins.rowCount === 1 || attempt >= 3) return crl
-    }
+      await tx.query('INSERT INTO crls (number, this_update, next_update, der) VALUES ($1, $2, $3, $4)', [crl.number, crl.thisUpdate, crl.nextUpdate, Buffer.from(crl.der)])
+      return crl
+    })
   }
 }
 
@@ -122,6 +121,7 @@ export class RevocationWatcher {
     private readonly db: Db,
     private readonly sockets: SocketRegistry,
     clock: Clock,
+    private readonly onError: (err: unknown) => void = () => {},
     private readonly everyMs = 1000,
   ) {
     this.since = new Date(clock.now().getTime() - 60_000)
@@ -135,7 +135,12 @@ export class RevocationWatcher {
   }
 
   async tick(): Promise<number> {
-    const {rows} = await this.db.query<{serial: string; revoked_at: Date}>('SELECT serial, revoked_at FROM certificates WHERE revoked_at >= $1', [this.since]).catch(() => ({rows: []}))
+    const {rows} = await this.db
+      .query<{serial: string; revoked_at: Date}>('SELECT serial, revoked_at FROM certificates WHERE revoked_at >= $1', [this.since])
+      .catch((err: unknown) => {
+        this.onError(err)
+        return {rows: [] as {serial: string; revoked_at: Date}[]}
+      })
     let n = 0
     for (const r of rows) n += this.sockets.destroy([r.serial])
     const newest = rows.reduce((t, r) => Math.max(t, r.revoked_at.getTime()), 0)

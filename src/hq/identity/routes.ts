@@ -61,6 +61,18 @@ function sweep(req: FastifyRequest, reply: FastifyReply, deps: IdentityDeps, ser
   }
 }
 
+/**
+ * The revocation has committed (HQ refuses the serial from now on); the CRL for brokers and peers
+ * follows. If signing it fails the revoke still succeeded: log it, and the hourly re-sign retries.
+ */
+async function resignAfterRevoke(req: FastifyRequest, deps: IdentityDeps): Promise<void> {
+  try {
+    await deps.crl.resign()
+  } catch (err) {
+    req.log.error({err}, 'CRL re-signing after a revocation failed; the hourly re-sign will retry')
+  }
+}
+
 /** Users, operators, node admission and join, renewal, revocation, the CRL. */
 export function identityRoutes(app: FastifyInstance, deps: IdentityDeps): void {
   const {identity} = deps
@@ -97,8 +109,8 @@ export function identityRoutes(app: FastifyInstance, deps: IdentityDeps): void {
     {config: {access: {permission: 'users:manage'}}, schema: {body: Type.Optional(Type.Object({reason: Type.Optional(Reason)}, {additionalProperties: false}))}},
     async (req, reply) => {
       const r = await identity.revokeUser(principalOfRequest(req), req.params.name, req.body?.reason ?? 'revoked by an admin')
-      await deps.crl.resign()
       sweep(req, reply, deps, r.serials)
+      await resignAfterRevoke(req, deps)
       return r
     },
   )
@@ -151,8 +163,8 @@ export function identityRoutes(app: FastifyInstance, deps: IdentityDeps): void {
     {config: {access: {permission: 'nodes:revoke'}}, schema: {params: Type.Object({id: NodeId}), body: Type.Object({reason: Reason}, {additionalProperties: false})}},
     async (req, reply) => {
       const r = await identity.revokeNode(principalOfRequest(req), req.params.id, req.body.reason)
-      await deps.crl.resign()
       sweep(req, reply, deps, r.serials)
+      await resignAfterRevoke(req, deps)
       return r
     },
   )

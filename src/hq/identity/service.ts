@@ -69,16 +69,17 @@ export class IdentityService {
 
   async renewUser(p: Principal, name: string, csrPem: string): Promise<{name: string; role: Role; cert: IssuedCert}> {
     const key = await this.csrKey(csrPem, name, identityUri({kind: 'user', name}))
-    const {rows} = await this.db.query<{role: Role; revoked_at: Date | null}>('SELECT role, revoked_at FROM users WHERE name = $1', [name])
-    const user = rows[0]
-    if (!user) throw new JilError('USER_UNKNOWN', `no user ${name}`, {status: 404, hint: 'see jil hq user list'})
-    if (user.revoked_at) throw new JilError('USER_REVOKED', `user ${name} is revoked`, {status: 409, hint: 'a revoked user cannot be renewed; add a new user'})
-    const cert = await this.ca.issueUserForKey(name, user.role, key)
-    await this.db.transaction(async (tx) => {
+    // The user row is locked for the whole renewal: a revocation cannot slip in between the check and the record.
+    return this.db.transaction(async (tx) => {
+      const {rows} = await tx.query<{role: Role; revoked_at: Date | null}>('SELECT role, revoked_at FROM users WHERE name = $1 FOR UPDATE', [name])
+      const user = rows[0]
+      if (!user) throw new JilError('USER_UNKNOWN', `no user ${name}`, {status: 404, hint: 'see jil hq user list'})
+      if (user.revoked_at) throw new JilError('USER_REVOKED', `user ${name} is revoked`, {status: 409, hint: 'a revoked user cannot be renewed; add a new user'})
+      const cert = await this.ca.issueUserForKey(name, user.role, key)
       await recordCertificate(tx, {serial: cert.serial, kind: 'user', subject: name, fingerprint: cert.fingerprint, not_before: cert.notBefore, not_after: cert.notAfter})
       await this.ledger.append(tx, {actor: actorOf(p), action: 'user.renew', subject: name, details: {serial: cert.serial, not_after: cert.notAfter.toISOString()}})
+      return {name, role: user.role, cert}
     })
-    return {name, role: user.role, cert}
   }
 
   async listUsers(): Promise<{name: string; role: string; created_at: string; revoked_at: string | null; cert_expires: string | null}[]> {
@@ -149,15 +150,22 @@ export class IdentityService {
       const {rows} = await tx.query<{status: string}>('SELECT status FROM nodes WHERE id = $1 FOR UPDATE', [o.node_id])
       const status = rows[0]?.status
       if (status === 'revoked') throw new JilError('NODE_REVOKED', `node ${o.node_id} was revoked; its id can never join again`, {status: 409, hint: 'admit the machine under a new node id'})
-      if (status === 'active') throw new JilError('NODE_EXISTS', `node ${o.node_id} has already joined`, {status: 409, hint: 'revoke it first to replace the machine (the id is then retired)'})
-      if (status === 'pending') {
+      let readmit = false
+      if (status === 'active') {
+        // A node whose certificates have all expired (offline past its renewal) may be admitted again.
+        const live = await tx.query("SELECT 1 FROM certificates WHERE kind = 'node' AND subject = $1 AND revoked_at IS NULL AND not_after > $2", [o.node_id, now])
+        if (live.rowCount) throw new JilError('NODE_EXISTS', `node ${o.node_id} has joined and holds a valid certificate`, {status: 409, hint: 'it renews itself (jil node renew); to replace the machine, revoke it (the id is then retired)'})
+        readmit = true
+      }
+      if (status === 'pending' || readmit) {
+        if (readmit) await tx.query("UPDATE nodes SET status = 'pending' WHERE id = $1", [o.node_id])
         await tx.query('UPDATE nodes SET zone = $2, operator = $3, track = $4 WHERE id = $1', [o.node_id, zone, o.operator, o.track])
         await tx.query('DELETE FROM join_tokens WHERE node_id = $1 AND used_at IS NULL', [o.node_id]) // one live token per node
       } else {
         await tx.query("INSERT INTO nodes (id, zone, operator, track, status, created_at) VALUES ($1, $2, $3, $4, 'pending', $5)", [o.node_id, zone, o.operator, o.track, now])
       }
       await tx.query('INSERT INTO join_tokens (token_hash, node_id, created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)', [tokenHash(token), o.node_id, actorOf(p).id, now, expires])
-      await this.ledger.append(tx, {actor: actorOf(p), action: 'token.create', subject: o.node_id, details: {zone, operator: o.operator, track: o.track, expires_at: expires.toISOString()}})
+      await this.ledger.append(tx, {actor: actorOf(p), action: 'token.create', subject: o.node_id, details: {zone, operator: o.operator, track: o.track, expires_at: expires.toISOString(), ...(readmit ? {readmit: true} : {})}})
     })
     return {node_id: o.node_id, zone, operator: o.operator, track: o.track, token, expires_at: expires.toISOString()}
   }

@@ -4,6 +4,7 @@ import type {FastifyInstance} from 'fastify'
 import {JilError} from '../../shared/errors.js'
 import type {UserSignature} from '../../shared/user-signature.js'
 import {principalOfRequest} from '../auth.js'
+import {authorize} from '../rbac.js'
 import type {ReleaseService} from './service.js'
 
 const Digest = Type.String({pattern: '^sha256:[0-9a-f]{64}$'})
@@ -31,6 +32,8 @@ export function releaseRoutes(app: FastifyInstance, releases: ReleaseService, re
     '/v1/images/unsigned',
     {config: {access: {permission: 'fleet:read'}}, schema: {querystring: Type.Object({registry: Type.Optional(Type.String({minLength: 3, maxLength: 255}))}, {additionalProperties: false})}},
     async (req) => {
+      // Another registry than HQ's own only for admins: otherwise any viewer could make HQ call any host.
+      if (req.query.registry && req.query.registry !== registry) authorize(principalOfRequest(req), {permission: 'users:manage'})
       const r = req.query.registry ?? registry
       if (!r) throw new JilError('REGISTRY_REQUIRED', 'HQ has no registry configured', {status: 400, hint: 'pass ?registry=HOST:PORT (jil hq images --unsigned --registry HOST:PORT)'})
       return {unsigned: await releases.unsigned(r)}

@@ -54,4 +54,5 @@ export interface Db extends Queryable {
 export const LOCKS = {
   migrate: 0x6a696c00_00000001n,
   auditSequencer: 0x6a696c00_00000002n,
+  crl: 0x6a696c00_00000003n,
 } as const
