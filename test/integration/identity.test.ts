@@ -208,6 +208,30 @@ describe('identity and access at HQ', () => {
     expect(log[0]).toMatchObject({actor: {id: 'sam', role: 'security-lead'}, subject: 'HK-HKG-01', details: {reason: 'key compromise', kind: 'node'}})
   })
 
+  it('lists every serial in the CRL when two nodes are revoked at once', async () => {
+    const a = await joinNode(t, ops, 'KR-SEL-01', {zone: 'KR/FSC'})
+    const b = await joinNode(t, ops, 'KR-SEL-02', {zone: 'KR/FSC'})
+    await Promise.all(['KR-SEL-01', 'KR-SEL-02'].map((id) => call(t.hq.url, sec.ca, `/v1/fleet/nodes/${id}`, {id: sec, method: 'DELETE', body: {reason: 'batch'}})))
+    const crl = await call(t.hq.url, t.admin.ca, '/v1/ca/crl?format=pem')
+    const x509 = await import('@peculiar/x509')
+    const serials = new x509.X509Crl(crl.text).entries.map((e) => e.serialNumber.toLowerCase().replace(/^0+/, ''))
+    expect(serials).toEqual(expect.arrayContaining([certInfo(a.identity!.cert).serial, certInfo(b.identity!.cert).serial]))
+  })
+
+  it('admits again a node whose certificates have all expired, but not one holding a valid certificate', async () => {
+    await joinNode(t, ops, 'BR-SAO-01', {zone: 'BR/CVM'})
+    const again = await call(t.hq.url, ops.ca, '/v1/fleet/nodes', {id: ops, method: 'POST', body: {node_id: 'BR-SAO-01', zone: 'BR/CVM', operator: 'Helvetia Nodes AG'}})
+    expect(again.json()).toMatchObject({status: 409, code: 'NODE_EXISTS'})
+    clock.advance(31 * 86_400_000) // past the 30-day node certificate
+    try {
+      const readmit = await call(t.hq.url, ops.ca, '/v1/fleet/nodes', {id: ops, method: 'POST', body: {node_id: 'BR-SAO-01', zone: 'BR/CVM', operator: 'Helvetia Nodes AG'}})
+      expect(readmit.status, readmit.text).toBe(200)
+      expect(readmit.json().token).toMatch(/^jil_join_/)
+    } finally {
+      clock.advance(-31 * 86_400_000)
+    }
+  })
+
   it('revokes a user the same way, and never the last admin', async () => {
     const bob = await userOf(t, tmp.dir, 'bob', 'viewer')
     expect((await call(t.hq.url, bob.ca, '/v1/whoami', {id: bob})).status).toBe(200)
