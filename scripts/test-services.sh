@@ -448,6 +448,7 @@ write_env() {
     printf 'export JIL_TEST_REGISTRY=%q\n' "127.0.0.1:$REGISTRY_PORT"
     printf 'export JIL_TEST_IMAGE=%q\n' "127.0.0.1:$REGISTRY_PORT/$IMAGE_REPO:$IMAGE_TAG"
     printf 'export JIL_TEST_IMAGE_DIGEST=%q\n' "$digest"
+    printf 'export JIL_TEST_REGISTRY_DATA=%q\n' "$R_DIR/data"
   } >"$ENV_FILE.tmp"
   mv -f "$ENV_FILE.tmp" "$ENV_FILE"
 }

@@ -12,6 +12,7 @@ import {installAuth, principalOfRequest, type Principal} from './auth.js'
 import {identityRoutes, type IdentityDeps} from './identity/routes.js'
 import {releaseRoutes} from './releases/routes.js'
 import type {ReleaseService} from './releases/service.js'
+import type {RegistryTokenIssuer} from './registry/token.js'
 import {installMetrics} from './metrics.js'
 import {installProblemHandlers} from './problem.js'
 import {installRbac} from './rbac.js'
@@ -24,7 +25,7 @@ export type HqAppDeps = {
   caCertPem: string
   ledger: AuditLedger
   /** Signed releases and the registry whose images they cover (absent in tests of the bare app). */
-  releases?: {service: ReleaseService; registry: string | undefined}
+  releases?: {service: ReleaseService; registry: string | undefined; tokens?: RegistryTokenIssuer}
   /** Identity and access: absent only in tests that exercise the bare app. */
   identity?: Omit<IdentityDeps, 'caCertPem'>
   /** TLS material for the one listener; requestCert without rejectUnauthorized (DESIGN.md §4). */
@@ -73,7 +74,7 @@ export async function buildHqApp(deps: HqAppDeps): Promise<FastifyInstance> {
   })
 
   auditRoutes(app, deps.db, deps.ledger)
-  if (deps.releases) releaseRoutes(app, deps.releases.service, deps.releases.registry)
+  if (deps.releases) releaseRoutes(app, deps.releases.service, deps.releases.registry, deps.releases.tokens)
   if (deps.identity) {
     deps.identity.sockets.attach(app.server as unknown as HttpsServer)
     identityRoutes(app, {...deps.identity, caCertPem: deps.caCertPem})

@@ -16,6 +16,8 @@ export const HQ_FILES = {
   checkpointKey: 'checkpoint.key',
   checkpointPub: 'checkpoint.pub',
   adminBundle: 'admin.bundle.json',
+  registryTokenKey: 'registry-token.key',
+  registryTokenCert: 'registry-token.crt',
   db: 'db',
   lock: 'hq.lock',
 } as const

@@ -16,6 +16,7 @@ import {completeServerCertSwap, renewServerCertIfDue} from './ca/server-cert.js'
 import {CrlService, RevocationWatcher, SocketRegistry} from './identity/revocation.js'
 import {DEFAULT_JOIN_MINIMUMS, IdentityService, type JoinMinimums} from './identity/service.js'
 import {ReleaseService} from './releases/service.js'
+import {ensureTokenSigner, RegistryTokenIssuer} from './registry/token.js'
 import {hqPath, lockDataDir, readHqConfig, readHqKeys, type DataDirLock} from './datadir.js'
 import {assertDbBelongsTo, openHqDb} from './store/index.js'
 
@@ -83,8 +84,9 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
     const signing = await fileSigner(keys.signingKey)
     const releases = new ReleaseService(db, signing, ed25519PublicPem(signing.publicKey), keys.caCert, ledger, o.clock)
     await releases.registerKey()
+    const tokenSigner = await ensureTokenSigner(o.dataDir, ca)
     const app = await buildHqApp({
-      releases: {service: releases, registry: o.registry ?? config.registry},
+      releases: {service: releases, registry: o.registry ?? config.registry, tokens: new RegistryTokenIssuer(tokenSigner.keyPem, tokenSigner.certPem, o.clock)},
       identity: {
         identity: new IdentityService(db, ca, ledger, o.clock, o.joinMinimums ?? config.join_minimums ?? DEFAULT_JOIN_MINIMUMS),
         crl,

@@ -6,6 +6,7 @@ import type {UserSignature} from '../../shared/user-signature.js'
 import {principalOfRequest} from '../auth.js'
 import {authorize} from '../rbac.js'
 import type {ReleaseService} from './service.js'
+import {grant, parseScopes, type RegistryTokenIssuer} from '../registry/token.js'
 
 const Digest = Type.String({pattern: '^sha256:[0-9a-f]{64}$'})
 const Sign = Type.Object({image: Type.String({minLength: 3, maxLength: 500}), version: Type.String({minLength: 2, maxLength: 64}), commit: Type.String({minLength: 7, maxLength: 64})}, {additionalProperties: false})
@@ -19,7 +20,19 @@ const Approve = Type.Object(
 const Promote = Type.Object({to: Type.Union([Type.Literal('testnet'), Type.Literal('mainnet')]), allow_downgrade: Type.Optional(Type.Boolean())}, {additionalProperties: false})
 
 /** Signed releases: sign, approve, promote, deprecate, list; manifests for nodes to verify offline. */
-export function releaseRoutes(app: FastifyInstance, releases: ReleaseService, registry: string | undefined): void {
+export function releaseRoutes(app: FastifyInstance, releases: ReleaseService, registry: string | undefined, tokens?: RegistryTokenIssuer): void {
+  // The registry's lock: a short-lived pull (or push) token for an authenticated node or user.
+  if (tokens) {
+    app.get<{Querystring: {service: string; scope?: string | string[]}}>(
+      '/v1/registry/token',
+      {config: {access: {any: true}}, schema: {querystring: Type.Object({service: Type.String({maxLength: 100}), scope: Type.Optional(Type.Union([Type.String({maxLength: 500}), Type.Array(Type.String({maxLength: 500}), {maxItems: 20})])), account: Type.Optional(Type.String({maxLength: 100})), client_id: Type.Optional(Type.String({maxLength: 100}))})}},
+      async (req) => {
+        const p = principalOfRequest(req)
+        return tokens.issue(p, req.query.service, grant(p, parseScopes(req.query.scope)))
+      },
+    )
+  }
+
   app.post<{Body: Static<typeof Sign>}>('/v1/images', {config: {access: {permission: 'images:sign'}}, schema: {body: Sign}}, async (req) =>
     releases.sign(principalOfRequest(req), {ref: req.body.image, version: req.body.version, commit: req.body.commit}),
   )
