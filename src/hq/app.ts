@@ -10,7 +10,7 @@ import type {AuditLedger} from './audit/ledger.js'
 import {auditRoutes} from './audit/routes.js'
 import {installAuth, principalOfRequest, type Principal} from './auth.js'
 import {identityRoutes, type IdentityDeps} from './identity/routes.js'
-import {releaseRoutes} from './releases/routes.js'
+import {releaseRoutes, type KeyStore} from './releases/routes.js'
 import type {ReleaseService} from './releases/service.js'
 import type {RegistryTokenIssuer} from './registry/token.js'
 import {installMetrics} from './metrics.js'
@@ -25,7 +25,7 @@ export type HqAppDeps = {
   caCertPem: string
   ledger: AuditLedger
   /** Signed releases and the registry whose images they cover (absent in tests of the bare app). */
-  releases?: {service: ReleaseService; registry: string | undefined; tokens?: RegistryTokenIssuer}
+  releases?: {service: ReleaseService; registry: string | undefined; tokens?: RegistryTokenIssuer; keyStore?: KeyStore}
   /** Identity and access: absent only in tests that exercise the bare app. */
   identity?: Omit<IdentityDeps, 'caCertPem'>
   /** TLS material for the one listener; requestCert without rejectUnauthorized (DESIGN.md §4). */
@@ -74,7 +74,7 @@ export async function buildHqApp(deps: HqAppDeps): Promise<FastifyInstance> {
   })
 
   auditRoutes(app, deps.db, deps.ledger)
-  if (deps.releases) releaseRoutes(app, deps.releases.service, deps.releases.registry, deps.releases.tokens)
+  if (deps.releases) releaseRoutes(app, deps.releases.service, deps.releases.registry, deps.releases.tokens, deps.releases.keyStore)
   if (deps.identity) {
     deps.identity.sockets.attach(app.server as unknown as HttpsServer)
     identityRoutes(app, {...deps.identity, caCertPem: deps.caCertPem})

@@ -19,6 +19,7 @@ export const PERMISSIONS = [
   'images:deprecate', // withdraw a manifest
   'stack:manage', // set and pin the stack of a track
   'alerts:manage', // ack, silence, webhooks
+  'keys:manage', // rotate and retire the image-signing key
 ] as const
 export type Permission = (typeof PERMISSIONS)[number]
 

@@ -1,4 +1,5 @@
 import type {Server as HttpsServer} from 'node:https'
+import {join} from 'node:path'
 import type {AddressInfo} from 'node:net'
 
 import type {FastifyInstance} from 'fastify'
@@ -8,6 +9,7 @@ import type {Clock} from '../shared/clock.js'
 import type {Db} from '../shared/db/types.js'
 import {JilError, messageOf, systemCode} from '../shared/errors.js'
 import {certFingerprint} from '../shared/pki.js'
+import {readSecret, writeFileAtomic, writeSecret} from '../shared/files.js'
 import {ed25519PublicPem, fileSigner} from '../shared/signing.js'
 import {buildHqApp} from './app.js'
 import {AuditLedger, AuditLoops} from './audit/ledger.js'
@@ -17,7 +19,7 @@ import {CrlService, RevocationWatcher, SocketRegistry} from './identity/revocati
 import {DEFAULT_JOIN_MINIMUMS, IdentityService, type JoinMinimums} from './identity/service.js'
 import {ReleaseService} from './releases/service.js'
 import {ensureTokenSigner, RegistryTokenIssuer} from './registry/token.js'
-import {hqPath, lockDataDir, readHqConfig, readHqKeys, type DataDirLock} from './datadir.js'
+import {hqPath, lockDataDir, readHqConfig, readHqKeys, writeHqConfig, type DataDirLock} from './datadir.js'
 import {assertDbBelongsTo, openHqDb} from './store/index.js'
 
 export type HqServeOptions = {
@@ -86,7 +88,21 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
     await releases.registerKey()
     const tokenSigner = await ensureTokenSigner(o.dataDir, ca)
     const app = await buildHqApp({
-      releases: {service: releases, registry: o.registry ?? config.registry, tokens: new RegistryTokenIssuer(tokenSigner.keyPem, tokenSigner.certPem, o.clock)},
+      releases: {
+        service: releases,
+        registry: o.registry ?? config.registry,
+        tokens: new RegistryTokenIssuer(tokenSigner.keyPem, tokenSigner.certPem, o.clock),
+        // Rotation keeps the previous key beside the new one (signing-KEYID.key) and points config.json at the new one.
+        keyStore: async (next, previousKeyId) => {
+          const current = hqPath(o.dataDir, 'signingKey')
+          const previousPem = await readSecret(current, 'image-signing key')
+          await writeSecret(join(o.dataDir, `signing-${previousKeyId}.key`), previousPem)
+          await writeSecret(current, next.privatePem)
+          await writeFileAtomic(hqPath(o.dataDir, 'signingPub'), next.publicPem, 0o644)
+          await writeHqConfig(o.dataDir, {...(await readHqConfig(o.dataDir)), signing_key_id: next.keyId})
+          return previousPem
+        },
+      },
       identity: {
         identity: new IdentityService(db, ca, ledger, o.clock, o.joinMinimums ?? config.join_minimums ?? DEFAULT_JOIN_MINIMUMS),
         crl,

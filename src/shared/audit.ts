@@ -35,6 +35,8 @@ export const AUDIT_ACTIONS = [
   'image.approve',
   'image.promote',
   'image.deprecate',
+  'key.rotate',
+  'key.retire',
   'stack.set',
   'stack.pin',
   'config.push',

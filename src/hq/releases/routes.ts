@@ -20,7 +20,20 @@ const Approve = Type.Object(
 const Promote = Type.Object({to: Type.Union([Type.Literal('testnet'), Type.Literal('mainnet')]), allow_downgrade: Type.Optional(Type.Boolean())}, {additionalProperties: false})
 
 /** Signed releases: sign, approve, promote, deprecate, list; manifests for nodes to verify offline. */
-export function releaseRoutes(app: FastifyInstance, releases: ReleaseService, registry: string | undefined, tokens?: RegistryTokenIssuer): void {
+export type KeyStore = (next: {privatePem: string; publicPem: string; keyId: string}, previousKeyId: string) => Promise<string>
+
+export function releaseRoutes(app: FastifyInstance, releases: ReleaseService, registry: string | undefined, tokens?: RegistryTokenIssuer, keyStore?: KeyStore): void {
+  // The image-signing keys with their endorsement chain: nodes extend their pinned set along it.
+  app.get('/v1/keys', {config: {access: {any: true}}}, async () => ({current: releases.currentKeyId, keys: await releases.keys()}))
+  if (keyStore) {
+    app.post('/v1/keys/rotate', {config: {access: {permission: 'keys:manage'}}}, async (req) => releases.rotateKey(principalOfRequest(req), keyStore))
+  }
+  app.post<{Params: {id: string}}>(
+    '/v1/keys/:id/retire',
+    {config: {access: {permission: 'keys:manage'}}, schema: {params: Type.Object({id: Type.String({pattern: '^[0-9a-f]{16}$'})})}},
+    async (req) => releases.retireKey(principalOfRequest(req), req.params.id),
+  )
+
   // The registry's lock: a short-lived pull (or push) token for an authenticated node or user.
   if (tokens) {
     app.get<{Querystring: {service: string; scope?: string | string[]}}>(

@@ -11,10 +11,10 @@ import {
   verifyManifest,
   type ImageManifest,
   type Track,
-  type TrustedKey,
 } from '../../shared/manifest.js'
 import {certInfo, normalizeSerial} from '../../shared/pki.js'
-import type {Signer} from '../../shared/signing.js'
+import {fileSigner, generateEd25519Key, type Signer} from '../../shared/signing.js'
+import {endorse, type KeyEndorsement, type ServedKey} from '../../shared/signing-keys.js'
 import {verifyUserSignature, type UserSignature} from '../../shared/user-signature.js'
 import {canonicalJson} from '../../shared/canonical.js'
 import type {AuditLedger} from '../audit/ledger.js'
@@ -50,8 +50,8 @@ function withDeprecation(r: ManifestRow): ImageManifest {
 export class ReleaseService {
   constructor(
     private readonly db: Db,
-    private readonly signer: Signer,
-    private readonly signingPublicPem: string,
+    private signer: Signer,
+    private signingPublicPem: string,
     private readonly caPem: string,
     private readonly ledger: AuditLedger,
     private readonly clock: Clock,
@@ -67,9 +67,51 @@ export class ReleaseService {
     ])
   }
 
-  async keys(): Promise<TrustedKey[]> {
-    const {rows} = await this.db.query<{key_id: string; public_key: string; retired_at: Date | null}>('SELECT key_id, public_key, retired_at FROM signing_keys ORDER BY created_at')
-    return rows.map((r) => ({key_id: r.key_id, public_key: r.public_key, ...(r.retired_at ? {retired_at: r.retired_at.toISOString()} : {})}))
+  async keys(): Promise<ServedKey[]> {
+    const {rows} = await this.db.query<{key_id: string; public_key: string; created_at: Date; retired_at: Date | null; endorsement: KeyEndorsement | null}>(
+      'SELECT key_id, public_key, created_at, retired_at, endorsement FROM signing_keys ORDER BY created_at',
+    )
+    return rows.map((r) => ({
+      key_id: r.key_id,
+      public_key: r.public_key,
+      created_at: r.created_at.toISOString(),
+      ...(r.retired_at ? {retired_at: r.retired_at.toISOString()} : {}),
+      endorsement: r.endorsement,
+    }))
+  }
+
+  /**
+   * `jil hq keys rotate`: a new signing key, endorsed by the current one, becomes current. Old
+   * manifests stay verifiable until the old key is retired. `store` persists the key pair (data dir).
+   */
+  async rotateKey(p: Principal, store: (next: {privatePem: string; publicPem: string; keyId: string}, previousKeyId: string) => Promise<string>): Promise<ServedKey> {
+    const next = await generateEd25519Key()
+    const previousPem = await store(next, this.signer.keyId)
+    const createdAt = this.clock.now().toISOString()
+    const endorsement = endorse({keyId: this.signer.keyId, privatePem: previousPem}, {key_id: next.keyId, public_key: next.publicPem, created_at: createdAt})
+    await this.db.transaction(async (tx) => {
+      await tx.query('INSERT INTO signing_keys (key_id, public_key, created_at, endorsement) VALUES ($1, $2, $3, $4)', [next.keyId, next.publicPem, createdAt, JSON.stringify(endorsement)])
+      await this.ledger.append(tx, {actor: actorOf(p), action: 'key.rotate', subject: next.keyId, details: {previous: this.signer.keyId, key_id: next.keyId}})
+    })
+    this.signer = await fileSigner(next.privatePem)
+    this.signingPublicPem = next.publicPem
+    return {key_id: next.keyId, public_key: next.publicPem, created_at: createdAt, endorsement}
+  }
+
+  /** `jil hq keys retire`: manifests the key signs after this time no longer verify; earlier ones still do. */
+  async retireKey(p: Principal, keyId: string): Promise<{key_id: string; retired_at: string}> {
+    if (keyId === this.signer.keyId) throw new JilError('KEY_CURRENT', `${keyId} is the current signing key`, {status: 409, hint: 'rotate first (jil hq keys rotate), then retire the old key'})
+    const now = this.clock.now()
+    return this.db.transaction(async (tx) => {
+      const r = await tx.query('UPDATE signing_keys SET retired_at = $2 WHERE key_id = $1 AND retired_at IS NULL', [keyId, now])
+      if (r.rowCount === 0) throw new JilError('KEY_UNKNOWN', `no active signing key ${keyId}`, {status: 404, hint: 'see jil hq keys list'})
+      await this.ledger.append(tx, {actor: actorOf(p), action: 'key.retire', subject: keyId, details: {key_id: keyId}})
+      return {key_id: keyId, retired_at: now.toISOString()}
+    })
+  }
+
+  get currentKeyId(): string {
+    return this.signer.keyId
   }
 
   /** `jil hq sign`: resolves a tag to the registry's digest, signs the manifest onto devnet. */
@@ -207,7 +249,7 @@ export class ReleaseService {
   }
 
   /** Node-facing: every manifest of a digest (deprecations included) and the keys to check them with. */
-  async manifestsFor(digest: string): Promise<{manifests: ImageManifest[]; keys: TrustedKey[]}> {
+  async manifestsFor(digest: string): Promise<{manifests: ImageManifest[]; keys: ServedKey[]}> {
     const {rows} = await this.db.query<ManifestRow>('SELECT body, pushed_by, deprecated_at, deprecated_by, deprecated_reason FROM manifests WHERE digest = $1 ORDER BY created_at', [digest])
     return {manifests: rows.map(withDeprecation), keys: await this.keys()}
   }
