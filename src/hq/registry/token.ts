@@ -48,7 +48,7 @@ export class RegistryTokenIssuer {
 
   constructor(
     keyPem: string,
-    certPem: string,
+    readonly certPem: string,
     private readonly clock: Clock,
   ) {
     this.key = createPrivateKey(keyPem)

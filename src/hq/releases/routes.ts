@@ -6,7 +6,7 @@ import type {UserSignature} from '../../shared/user-signature.js'
 import {principalOfRequest} from '../auth.js'
 import {authorize} from '../rbac.js'
 import type {ReleaseService} from './service.js'
-import {grant, parseScopes, type RegistryTokenIssuer} from '../registry/token.js'
+import {grant, parseScopes, registryAuthConfig, type RegistryTokenIssuer} from '../registry/token.js'
 
 const Digest = Type.String({pattern: '^sha256:[0-9a-f]{64}$'})
 const Sign = Type.Object({image: Type.String({minLength: 3, maxLength: 500}), version: Type.String({minLength: 2, maxLength: 64}), commit: Type.String({minLength: 7, maxLength: 64})}, {additionalProperties: false})
@@ -36,6 +36,11 @@ export function releaseRoutes(app: FastifyInstance, releases: ReleaseService, re
 
   // The registry's lock: a short-lived pull (or push) token for an authenticated node or user.
   if (tokens) {
+    app.get('/v1/registry/config', {config: {access: {permission: 'fleet:read'}}}, async (req) => ({
+      // What the registry needs to trust HQ's tokens: this certificate as its rootcertbundle, and this snippet.
+      rootcertbundle: tokens.certPem,
+      config: registryAuthConfig(`https://${req.headers.host ?? 'HQ'}`, '/etc/docker/registry/jil-token.crt'),
+    }))
     app.get<{Querystring: {service: string; scope?: string | string[]}}>(
       '/v1/registry/token',
       {config: {access: {any: true}}, schema: {querystring: Type.Object({service: Type.String({maxLength: 100}), scope: Type.Optional(Type.Union([Type.String({maxLength: 500}), Type.Array(Type.String({maxLength: 500}), {maxItems: 20})])), account: Type.Optional(Type.String({maxLength: 100})), client_id: Type.Optional(Type.String({maxLength: 100}))})}},
