@@ -55,4 +55,42 @@ describe.runIf(REGISTRY && DOCKER)('signatures pin digests, not tags', () => {
     expect([...new Set(unsigned.map((u) => u.digest))].sort()).toEqual(expected)
     expect(unsigned.map((u) => u.digest)).toContain(moved)
   })
+
+  it('only lets versions on a track go up, unless an admin allows a downgrade (recorded); the pusher never approves', async () => {
+    const {addUserOnline} = await import('../../src/cli/identity.js')
+    const {readBundle} = await import('../../src/shared/bundle.js')
+    const {signAsUser} = await import('../../src/shared/user-signature.js')
+    const {approvalPayload} = await import('../../src/shared/manifest.js')
+    const {tempDir} = await import('../helpers/hq.js')
+    const tmp = await tempDir()
+    try {
+      const olgaBundle = await readBundle((await addUserOnline(admin, t.admin, 'olga', 'ops-lead', `${tmp.dir}/olga.json`)).bundle)
+      const olga = await HqClient.connect(t.hq.url, olgaBundle)
+      const release = async (content: string, version: string) => {
+        pushContent(content)
+        const m = await admin.request<ImageManifest>('POST', '/v1/images', {image: `${REGISTRY}/jil/moving:v1`, version, commit: 'abcdef0'})
+        await olga.request('POST', `/v1/images/${m.digest}/approvals`, {track: 'testnet', approval: signAsUser(approvalPayload(m, 'testnet'), olgaBundle)})
+        return m
+      }
+      const v3 = await release(`v3 ${Date.now()}`, 'v3.0')
+      // The admin pushed it: the admin's own approval does not count.
+      await expect(admin.request('POST', `/v1/images/${v3.digest}/approvals`, {track: 'testnet', approval: signAsUser(approvalPayload(v3, 'testnet'), t.admin)})).rejects.toMatchObject({code: 'APPROVER_IS_PUSHER'})
+      await olga.request('POST', `/v1/images/${v3.digest}/promote`, {to: 'testnet'})
+      const v2 = await release(`v2 ${Date.now()}`, 'v2.9')
+      await expect(olga.request('POST', `/v1/images/${v2.digest}/promote`, {to: 'testnet'})).rejects.toMatchObject({code: 'VERSION_ROLLBACK'})
+      await expect(olga.request('POST', `/v1/images/${v2.digest}/promote`, {to: 'testnet', allow_downgrade: true})).rejects.toMatchObject({code: 'FORBIDDEN'})
+      const down = await admin.request<ImageManifest>('POST', `/v1/images/${v2.digest}/promote`, {to: 'testnet', allow_downgrade: true})
+      expect(down).toMatchObject({track: 'testnet', version: 'v2.9'})
+      let entries: {details: Record<string, unknown>}[] = []
+      for (let i = 0; i < 50; i++) {
+        entries = (await admin.auditPage({action: 'image.promote'})).entries
+        if (entries.some((e) => e.details.downgrade_from)) break
+        await new Promise((r) => setTimeout(r, 100))
+      }
+      expect(entries.map((e) => e.details)).toContainEqual(expect.objectContaining({version: 'v2.9', downgrade_from: 'v3.0'}))
+      await olga.close()
+    } finally {
+      await tmp.cleanup()
+    }
+  })
 })
