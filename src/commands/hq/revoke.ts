@@ -14,13 +14,8 @@ export default class HqRevoke extends JilCommand {
 
   async run(): Promise<HqRevokeResult> {
     const {args, flags} = await this.parse(HqRevoke)
-    const {openHqSession} = await import('../../cli/hq-session.js')
-    const {client} = await openHqSession(flags)
-    try {
-      return await client.request<HqRevokeResult>('DELETE', `/v1/fleet/nodes/${encodeURIComponent(args.node)}`, {reason: flags.reason})
-    } finally {
-      await client.close()
-    }
+    const {withHq} = await import('../../cli/hq-session.js')
+    return withHq(flags, ({client}) => client.request<HqRevokeResult>('DELETE', `/v1/fleet/nodes/${encodeURIComponent(args.node)}`, {reason: flags.reason}))
   }
 
   protected override render(r: HqRevokeResult): void {

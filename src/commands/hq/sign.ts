@@ -18,13 +18,8 @@ export default class HqSign extends JilCommand {
 
   async run(): Promise<HqSignResult> {
     const {args, flags} = await this.parse(HqSign)
-    const {openHqSession} = await import('../../cli/hq-session.js')
-    const {client} = await openHqSession(flags)
-    try {
-      return await client.request<HqSignResult>('POST', '/v1/images', {image: args.image, version: flags.version, commit: flags.commit})
-    } finally {
-      await client.close()
-    }
+    const {withHq} = await import('../../cli/hq-session.js')
+    return withHq(flags, ({client}) => client.request<HqSignResult>('POST', '/v1/images', {image: args.image, version: flags.version, commit: flags.commit}))
   }
 
   protected override render(m: HqSignResult): void {

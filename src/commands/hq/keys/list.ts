@@ -9,13 +9,8 @@ export default class HqKeysList extends JilCommand {
 
   async run(): Promise<HqKeysListResult> {
     const {flags} = await this.parse(HqKeysList)
-    const {openHqSession} = await import('../../../cli/hq-session.js')
-    const {client} = await openHqSession(flags)
-    try {
-      return await client.request<HqKeysListResult>('GET', '/v1/keys')
-    } finally {
-      await client.close()
-    }
+    const {withHq} = await import('../../../cli/hq-session.js')
+    return withHq(flags, ({client}) => client.request<HqKeysListResult>('GET', '/v1/keys'))
   }
 
   protected override render(r: HqKeysListResult): void {

@@ -11,13 +11,8 @@ export default class HqKeysRetire extends JilCommand {
 
   async run(): Promise<HqKeysRetireResult> {
     const {args, flags} = await this.parse(HqKeysRetire)
-    const {openHqSession} = await import('../../../cli/hq-session.js')
-    const {client} = await openHqSession(flags)
-    try {
-      return await client.request<HqKeysRetireResult>('POST', `/v1/keys/${encodeURIComponent(args.key)}/retire`, {})
-    } finally {
-      await client.close()
-    }
+    const {withHq} = await import('../../../cli/hq-session.js')
+    return withHq(flags, ({client}) => client.request<HqKeysRetireResult>('POST', `/v1/keys/${encodeURIComponent(args.key)}/retire`, {}))
   }
 
   protected override render(r: HqKeysRetireResult): void {

@@ -10,13 +10,8 @@ export default class HqKeysRotate extends JilCommand {
 
   async run(): Promise<HqKeysRotateResult> {
     const {flags} = await this.parse(HqKeysRotate)
-    const {openHqSession} = await import('../../../cli/hq-session.js')
-    const {client} = await openHqSession(flags)
-    try {
-      return await client.request<HqKeysRotateResult>('POST', '/v1/keys/rotate', {})
-    } finally {
-      await client.close()
-    }
+    const {withHq} = await import('../../../cli/hq-session.js')
+    return withHq(flags, ({client}) => client.request<HqKeysRotateResult>('POST', '/v1/keys/rotate', {}))
   }
 
   protected override render(k: HqKeysRotateResult): void {

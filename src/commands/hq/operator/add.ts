@@ -12,13 +12,8 @@ export default class HqOperatorAdd extends JilCommand {
 
   async run(): Promise<HqOperatorResult> {
     const {args, flags} = await this.parse(HqOperatorAdd)
-    const {openHqSession} = await import('../../../cli/hq-session.js')
-    const {client} = await openHqSession(flags)
-    try {
-      return await client.request<HqOperatorResult>('POST', '/v1/operators', {name: args.name, kyc: flags.kyc})
-    } finally {
-      await client.close()
-    }
+    const {withHq} = await import('../../../cli/hq-session.js')
+    return withHq(flags, ({client}) => client.request<HqOperatorResult>('POST', '/v1/operators', {name: args.name, kyc: flags.kyc}))
   }
 
   protected override render(r: HqOperatorResult): void {

@@ -9,13 +9,8 @@ export default class HqOperatorList extends JilCommand {
 
   async run(): Promise<HqOperatorListResult> {
     const {flags} = await this.parse(HqOperatorList)
-    const {openHqSession} = await import('../../../cli/hq-session.js')
-    const {client} = await openHqSession(flags)
-    try {
-      return await client.request<HqOperatorListResult>('GET', '/v1/operators')
-    } finally {
-      await client.close()
-    }
+    const {withHq} = await import('../../../cli/hq-session.js')
+    return withHq(flags, ({client}) => client.request<HqOperatorListResult>('GET', '/v1/operators'))
   }
 
   protected override render(r: HqOperatorListResult): void {

@@ -12,13 +12,8 @@ export default class HqOperatorSet extends JilCommand {
 
   async run(): Promise<HqOperatorSetResult> {
     const {args, flags} = await this.parse(HqOperatorSet)
-    const {openHqSession} = await import('../../../cli/hq-session.js')
-    const {client} = await openHqSession(flags)
-    try {
-      return await client.request<HqOperatorSetResult>('PATCH', `/v1/operators/${encodeURIComponent(args.name)}`, {kyc: flags.kyc})
-    } finally {
-      await client.close()
-    }
+    const {withHq} = await import('../../../cli/hq-session.js')
+    return withHq(flags, ({client}) => client.request<HqOperatorSetResult>('PATCH', `/v1/operators/${encodeURIComponent(args.name)}`, {kyc: flags.kyc}))
   }
 
   protected override render(r: HqOperatorSetResult): void {

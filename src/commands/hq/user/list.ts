@@ -9,13 +9,8 @@ export default class HqUserList extends JilCommand {
 
   async run(): Promise<HqUserListResult> {
     const {flags} = await this.parse(HqUserList)
-    const {openHqSession} = await import('../../../cli/hq-session.js')
-    const {client} = await openHqSession(flags)
-    try {
-      return await client.request<HqUserListResult>('GET', '/v1/users')
-    } finally {
-      await client.close()
-    }
+    const {withHq} = await import('../../../cli/hq-session.js')
+    return withHq(flags, ({client}) => client.request<HqUserListResult>('GET', '/v1/users'))
   }
 
   protected override render(r: HqUserListResult): void {

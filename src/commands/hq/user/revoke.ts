@@ -13,13 +13,8 @@ export default class HqUserRevoke extends JilCommand {
 
   async run(): Promise<HqUserRevokeResult> {
     const {args, flags} = await this.parse(HqUserRevoke)
-    const {openHqSession} = await import('../../../cli/hq-session.js')
-    const {client} = await openHqSession(flags)
-    try {
-      return await client.request<HqUserRevokeResult>('DELETE', `/v1/users/${encodeURIComponent(args.name)}`, {reason: flags.reason})
-    } finally {
-      await client.close()
-    }
+    const {withHq} = await import('../../../cli/hq-session.js')
+    return withHq(flags, ({client}) => client.request<HqUserRevokeResult>('DELETE', `/v1/users/${encodeURIComponent(args.name)}`, {reason: flags.reason}))
   }
 
   protected override render(r: HqUserRevokeResult): void {
