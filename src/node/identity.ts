@@ -5,7 +5,7 @@ import type {Clock} from '../shared/clock.js'
 import {JilError, systemCode, usageError} from '../shared/errors.js'
 import {exists, fileError, readSecret, readText, writeFileAtomic, writeSecret} from '../shared/files.js'
 import {HqClient, type ClientIdentity} from '../shared/hq-client.js'
-import {certFingerprint, certInfo, type CertInfo} from '../shared/pki.js'
+import {certFingerprint, certInfo, renewalDue, renewalTime, type CertInfo} from '../shared/pki.js'
 import {fetchPinnedCa} from './ca-pin.js'
 import {
   ensureStateDir,
@@ -416,14 +416,7 @@ async function readNodeKey(stateDir: string): Promise<string> {
 // renewal
 
 /** When a certificate is due for renewal: at 2/3 of its lifetime (DESIGN.md §4, like step-ca). */
-export function renewalTime(cert: {notBefore: Date; notAfter: Date}): Date {
-  const from = cert.notBefore.getTime()
-  return new Date(from + ((cert.notAfter.getTime() - from) * 2) / 3)
-}
-
-export function renewalDue(cert: {notBefore: Date; notAfter: Date}, now: Date): boolean {
-  return now.getTime() >= renewalTime(cert).getTime()
-}
+export {renewalDue, renewalTime}
 
 export type RenewNodeOptions = {
   stateDir: string

@@ -102,3 +102,13 @@ export function certInfo(pem: string): CertInfo {
     principal: principalOf({subjectAltName: c.subjectAltName, subject: c.subject}),
   }
 }
+
+/** When a certificate is due for renewal: at 2/3 of its lifetime (as step-ca's renewer does), for nodes, users and HQ alike. */
+export function renewalTime(cert: {notBefore: Date; notAfter: Date}): Date {
+  const from = cert.notBefore.getTime()
+  return new Date(from + ((cert.notAfter.getTime() - from) * 2) / 3)
+}
+
+export function renewalDue(cert: {notBefore: Date; notAfter: Date}, now: Date): boolean {
+  return now.getTime() >= renewalTime(cert).getTime()
+}

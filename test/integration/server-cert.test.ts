@@ -5,7 +5,7 @@ import {connect} from 'node:tls'
 import {pino} from 'pino'
 import {describe, expect, it} from 'vitest'
 
-import {renewalDue} from '../../src/hq/ca/server-cert.js'
+import {serverRenewalDue as renewalDue} from '../../src/hq/ca/server-cert.js'
 import {hqPath} from '../../src/hq/datadir.js'
 import {startHq} from '../../src/hq/server.js'
 import {ManualClock} from '../../src/shared/clock.js'

@@ -1,19 +1,16 @@
-import {X509Certificate} from 'node:crypto'
 import {rename, rm} from 'node:fs/promises'
 
 import type {Clock} from '../../shared/clock.js'
 import type {Db} from '../../shared/db/types.js'
 import {exists, writeFileAtomic, writeSecret} from '../../shared/files.js'
+import {certInfo, renewalDue} from '../../shared/pki.js'
 import {hqPath} from '../datadir.js'
 import {recordCertificate} from '../store/index.js'
 import type {CertificateAuthority} from './ca.js'
 
-/** Renewal is due at 2/3 of a certificate's lifetime (as step-ca's renewer does). */
-export function renewalDue(pem: string, now: Date): boolean {
-  const c = new X509Certificate(pem)
-  const from = new Date(c.validFrom).getTime()
-  const to = new Date(c.validTo).getTime()
-  return now.getTime() >= from + ((to - from) * 2) / 3
+/** Whether HQ's certificate (PEM) is due for renewal: the shared 2/3-of-lifetime rule. */
+export function serverRenewalDue(pem: string, now: Date): boolean {
+  return renewalDue(certInfo(pem), now)
 }
 
 /**
@@ -21,7 +18,7 @@ export function renewalDue(pem: string, now: Date): boolean {
  * written to the data dir and recorded. Returns the new key/cert, or undefined when not due.
  */
 export async function renewServerCertIfDue(o: {dataDir: string; ca: CertificateAuthority; db: Db; clock: Clock; hostnames: string[]; currentPem: string}): Promise<{key: string; cert: string} | undefined> {
-  if (!renewalDue(o.currentPem, o.clock.now())) return undefined
+  if (!serverRenewalDue(o.currentPem, o.clock.now())) return undefined
   const issued = await o.ca.issueServer(o.hostnames)
   await recordCertificate(o.db, {serial: issued.serial, kind: 'server', subject: o.hostnames[0] ?? 'localhost', fingerprint: issued.fingerprint, not_before: issued.notBefore, not_after: issued.notAfter})
   // Key and certificate change as a pair: both are written aside first, then renamed key-then-cert;
