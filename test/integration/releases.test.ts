@@ -89,7 +89,12 @@ describe.runIf(IMAGE)('signed releases against the real registry', () => {
       }
       expect(entries.length, action).toBeGreaterThan(0)
     }
-    const promotes = (await users.vera!.client.auditPage({action: 'image.promote'})).entries
+    // The sequencer places entries asynchronously: wait for the mainnet promotion's entry.
+    let promotes: {details: Record<string, unknown>}[] = []
+    for (let i = 0; i < 50 && !promotes.some((e) => e.details.to === 'mainnet'); i++) {
+      promotes = (await users.vera!.client.auditPage({action: 'image.promote'})).entries
+      if (!promotes.some((e) => e.details.to === 'mainnet')) await new Promise((r) => setTimeout(r, 100))
+    }
     expect(promotes.map((e) => e.details)).toContainEqual(expect.objectContaining({to: 'mainnet', approvals: 3}))
   })
 
