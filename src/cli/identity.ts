@@ -1,8 +1,10 @@
-import {join} from 'node:path'
+import {constants} from 'node:fs'
+import {access, mkdir} from 'node:fs/promises'
+import {dirname, join} from 'node:path'
 
 import {writeBundle, type UserBundle} from '../shared/bundle.js'
 import {newKeyAndCsr} from '../shared/csr.js'
-import {JilError} from '../shared/errors.js'
+import {JilError, systemCode} from '../shared/errors.js'
 import {exists, writeFileAtomic} from '../shared/files.js'
 import type {HqClient} from '../shared/hq-client.js'
 import {identityUri, type Role} from '../shared/pki.js'
@@ -11,8 +13,15 @@ type IssuedUser = {name: string; role: Role; cert: string; serial: string; not_a
 
 export type UserBundleResult = {name: string; role: Role; serial: string; not_after: string; bundle: string}
 
+/** Before anything is issued: the bundle's path must be new and its directory writable (no cert without its file). */
 async function refuseExisting(path: string): Promise<void> {
   if (await exists(path)) throw new JilError('FILE_EXISTS', `${path} already exists`, {hint: 'pass another --out; a bundle is never overwritten'})
+  try {
+    await mkdir(dirname(path), {recursive: true, mode: 0o700})
+    await access(dirname(path), constants.W_OK)
+  } catch (err) {
+    throw new JilError('FILE_UNWRITABLE', `cannot write a bundle in ${dirname(path)}: ${systemCode(err) ?? String(err)}`, {hint: 'pass --out in a directory you can write to'})
+  }
 }
 
 /** Makes the user's key here, sends only a CSR, and writes the bundle (0600) with what HQ issued. */

@@ -7,10 +7,15 @@ import {JilError, systemCode} from './errors.js'
 
 /** Writes a file atomically (temp file + rename) with the given mode; secrets get 0600. */
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
-  await mkdir(dirname(path), {recursive: true, mode: 0o700})
   const tmp = `${path}.tmp-${process.pid}-${Date.now()}`
-  await writeFile(tmp, data, {mode, flag: 'wx'})
-  await rename(tmp, path)
+  try {
+    await mkdir(dirname(path), {recursive: true, mode: 0o700})
+    await writeFile(tmp, data, {mode, flag: 'wx'})
+    await rename(tmp, path)
+  } catch (err) {
+    await rm(tmp, {force: true}).catch(() => {})
+    throw new JilError('FILE_UNWRITABLE', `cannot write ${path}: ${systemCode(err) ?? String(err)}`, {hint: `pick a path in a directory you can write to`, cause: err})
+  }
 }
 
 export async function writeSecret(path: string, data: string | Uint8Array): Promise<void> {

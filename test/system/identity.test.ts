@@ -39,6 +39,11 @@ describe('users, operators and nodes through the CLI', () => {
     expect((await stat(join(tmp.dir, 'olga.json'))).mode & 0o777).toBe(0o600)
     const again = await jil(['hq', 'user', 'add', 'olga', '--role', 'viewer', '--out', join(tmp.dir, 'olga.json'), '--json'], env)
     expect(again.json().error.code).toBe('FILE_EXISTS')
+    // An --out HQ could not be written to is refused before anything is issued.
+    const blocked = await jil(['hq', 'user', 'add', 'nina', '--role', 'viewer', '--out', join(tmp.dir, 'olga.json', 'nina.json'), '--json'], env)
+    expect(blocked.code).toBe(1)
+    expect(blocked.json().error.code).toBe('FILE_UNWRITABLE')
+    expect((await jil(['hq', 'user', 'list', '--json'], env)).json().users.map((u: {name: string}) => u.name)).not.toContain('nina')
     await jil(['hq', 'user', 'add', 'vera', '--role', 'viewer', '--out', join(tmp.dir, 'vera.json')], env)
     const who = await jil(['hq', 'whoami', '--user', join(tmp.dir, 'vera.json'), '--json'], env)
     expect(who.json()).toMatchObject({name: 'vera', role: 'viewer'})

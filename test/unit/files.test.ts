@@ -61,3 +61,13 @@ describe('the HQ data dir', () => {
     await expect(readHqConfig(join(dir, 'bad'))).rejects.toMatchObject({code: 'DATA_DIR_CORRUPT'})
   })
 })
+
+describe('writing files', () => {
+  it('turns an unwritable path into FILE_UNWRITABLE and leaves no temp file', async () => {
+    const {writeSecret} = await import('../../src/shared/files.js')
+    const {readdir} = await import('node:fs/promises')
+    await writeFile(join(dir, 'plain'), 'x')
+    await expect(writeSecret(join(dir, 'plain', 'key.pem'), 'secret')).rejects.toMatchObject({code: 'FILE_UNWRITABLE', message: expect.stringContaining(join('plain', 'key.pem'))})
+    expect(await readdir(dir)).toEqual(['plain'])
+  })
+})

@@ -5,6 +5,7 @@ import type {FastifyInstance, FastifyReply, FastifyRequest} from 'fastify'
 
 import {JilError} from '../../shared/errors.js'
 import {principalOfRequest} from '../auth.js'
+import {authorize} from '../rbac.js'
 import type {CrlService, SocketRegistry} from './revocation.js'
 import {actorOf, TRACKS, type IdentityService} from './service.js'
 
@@ -96,10 +97,7 @@ export function identityRoutes(app: FastifyInstance, deps: IdentityDeps): void {
     async (req) => {
       const p = principalOfRequest(req)
       if (p.kind !== 'user') throw new JilError('FORBIDDEN', 'nodes renew with POST /v1/nodes/renew', {status: 403})
-      if (p.name !== req.params.name) {
-        const {authorize} = await import('../rbac.js')
-        authorize(p, {permission: 'users:manage'})
-      }
+      if (p.name !== req.params.name) authorize(p, {permission: 'users:manage'})
       const r = await identity.renewUser(p, req.params.name, req.body.csr)
       return {name: r.name, role: r.role, cert: r.cert.pem, serial: r.cert.serial, not_after: r.cert.notAfter.toISOString(), ca: deps.caCertPem, ca_fingerprint: deps.caFingerprint}
     },
