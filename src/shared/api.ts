@@ -84,3 +84,119 @@ export type InclusionProof = Static<typeof InclusionProof>
 
 export const ConsistencyProof = Type.Object({from: Type.Integer(), to: Type.Integer(), proof: Type.Array(Hex32)})
 export type ConsistencyProof = Static<typeof ConsistencyProof>
+
+// ---------------------------------------------------------------------------------------------
+// Node → HQ: heartbeats and agent reports (the daemon issue). HQ keeps the latest of each.
+
+/** A finding of an agent (security, maintenance, health): structured, so HQ and `jil top` can act on it. */
+export const FindingSchema = Type.Object({
+  /** Stable per check and subject, e.g. `container-root:api`, `ssh-permit-root-login`. */
+  id: Type.String({maxLength: 200}),
+  severity: Type.Union([Type.Literal('info'), Type.Literal('warning'), Type.Literal('critical')]),
+  title: Type.String({maxLength: 500}),
+  evidence: Type.String({maxLength: 4000}),
+  remediation: Type.String({maxLength: 1000}),
+})
+export type Finding = Static<typeof FindingSchema>
+
+export const AGENT_NAMES = ['health', 'maintenance', 'security', 'update'] as const
+export type AgentName = (typeof AGENT_NAMES)[number]
+const AgentNameSchema = Type.Union(AGENT_NAMES.map((n) => Type.Literal(n)))
+
+/**
+ * One run of an agent. `ok` says the agent did its job (findings are data, not failures); `error`
+ * is set when it could not. `details` is the agent's own structured result.
+ */
+export const AgentReportSchema = Type.Object({
+  agent: AgentNameSchema,
+  node_id: Type.String({maxLength: 64}),
+  started_at: Type.String(),
+  finished_at: Type.String(),
+  ok: Type.Boolean(),
+  summary: Type.String({maxLength: 1000}),
+  findings: Type.Array(FindingSchema, {maxItems: 1000}),
+  error: Type.Optional(Type.Object({code: Type.String({maxLength: 100}), message: Type.String({maxLength: 1000})})),
+  details: Type.Record(Type.String(), Type.Unknown()),
+})
+export type AgentReport = Static<typeof AgentReportSchema>
+
+/** The last run of an agent, as the heartbeat carries it. */
+export const AgentSummarySchema = Type.Object({
+  at: Type.String(),
+  ok: Type.Boolean(),
+  summary: Type.String({maxLength: 1000}),
+  critical: Type.Integer({minimum: 0}),
+  warning: Type.Integer({minimum: 0}),
+})
+export type AgentSummary = Static<typeof AgentSummarySchema>
+
+export const ContainerHealthSchema = Type.Union([Type.Literal('healthy'), Type.Literal('unhealthy'), Type.Literal('starting'), Type.Literal('none')])
+
+export const HeartbeatServiceSchema = Type.Object({
+  name: Type.String({maxLength: 64}),
+  critical: Type.Boolean(),
+  /** created, running, paused, restarting, removing, exited, dead, or missing (no container). */
+  state: Type.String({maxLength: 20}),
+  health: ContainerHealthSchema,
+  digest: Type.Union([Type.String({maxLength: 100}), Type.Null()]),
+  version: Type.Union([Type.String({maxLength: 64}), Type.Null()]),
+})
+export type HeartbeatService = Static<typeof HeartbeatServiceSchema>
+
+/** What the health agent posts every 60 s (the seed's heartbeat: system, consensus, security metrics). */
+export const HeartbeatSchema = Type.Object({
+  node_id: Type.String({maxLength: 64}),
+  time: Type.String(),
+  agent_version: Type.String({maxLength: 64}),
+  run_mode: Type.Union([Type.Literal('running'), Type.Literal('paused'), Type.Literal('stopped')]),
+  /** The sequence of the desired state the node last applied (0: none yet). */
+  desired_sequence: Type.Integer({minimum: 0}),
+  containers: Type.Object({
+    total: Type.Integer({minimum: 0}),
+    running: Type.Integer({minimum: 0}),
+    healthy: Type.Integer({minimum: 0}),
+    unhealthy: Type.Integer({minimum: 0}),
+    exited: Type.Integer({minimum: 0}),
+    restarting: Type.Integer({minimum: 0}),
+    other: Type.Integer({minimum: 0}),
+  }),
+  services: Type.Array(HeartbeatServiceSchema, {maxItems: 2000}),
+  system: Type.Object({
+    cpu_percent: Type.Number(),
+    load1: Type.Number(),
+    memory_used_bytes: Type.Number(),
+    memory_total_bytes: Type.Number(),
+    disk_used_bytes: Type.Number(),
+    disk_total_bytes: Type.Number(),
+    disk_percent: Type.Number(),
+  }),
+  cert: Type.Object({serial: Type.String({maxLength: 64}), not_after: Type.String()}),
+  agents: Type.Partial(Type.Object({health: AgentSummarySchema, maintenance: AgentSummarySchema, security: AgentSummarySchema, update: AgentSummarySchema})),
+  /** CometBFT's /status when a consensus RPC URL is configured. */
+  consensus: Type.Optional(Type.Object({latest_height: Type.Integer(), catching_up: Type.Boolean(), error: Type.Optional(Type.String({maxLength: 500}))})),
+  /** Event sync (the sync issue). */
+  sync: Type.Optional(Type.Object({lag_s: Type.Number(), caught_up: Type.Boolean()})),
+})
+export type Heartbeat = Static<typeof HeartbeatSchema>
+
+/** A node as `GET /v1/fleet/nodes` lists it; status is derived, never stored loosely. */
+export const NODE_STATUSES = ['pending', 'active', 'degraded', 'offline', 'paused', 'stopped', 'upgrading', 'revoked'] as const
+export type NodeStatus = (typeof NODE_STATUSES)[number]
+
+export const FleetNodeSchema = Type.Object({
+  id: Type.String(),
+  zone: Type.String(),
+  operator: Type.String(),
+  track: Type.String(),
+  status: Type.Union(NODE_STATUSES.map((s) => Type.Literal(s))),
+  run_mode: Type.String(),
+  joined_at: Type.Union([Type.String(), Type.Null()]),
+  last_heartbeat_at: Type.Union([Type.String(), Type.Null()]),
+  /** Seconds since the last heartbeat (null: never). */
+  heartbeat_age_s: Type.Union([Type.Number(), Type.Null()]),
+  /** Versions running per service, from the last heartbeat. */
+  versions: Type.Record(Type.String(), Type.Union([Type.String(), Type.Null()])),
+  cert_not_after: Type.Union([Type.String(), Type.Null()]),
+  system: Type.Union([HeartbeatSchema.properties.system, Type.Null()]),
+})
+export type FleetNode = Static<typeof FleetNodeSchema>

@@ -1,8 +1,20 @@
 import type {Dispatcher} from 'undici'
 
-import type {AuditPage, ConsistencyProof, Health, InclusionProof, Problem, WhoAmI} from './api.js'
+import type {AgentReport, AuditPage, ConsistencyProof, FleetNode, Health, Heartbeat, InclusionProof, Problem, WhoAmI} from './api.js'
 import type {Checkpoint} from './audit.js'
 import {JilError, messageOf, systemCode} from './errors.js'
+import type {ImageManifest} from './manifest.js'
+import type {ServedKey} from './signing-keys.js'
+import type {DesiredState, StackRecord, StackSpec} from './stack.js'
+import type {UserSignature} from './user-signature.js'
+
+/** A track's stack and the version each service runs on it (GET /v1/stacks/:track). */
+export type StackView = {
+  track: string
+  stack: StackRecord | null
+  /** service → the version nodes on the track run (devnet: newest signed; testnet/mainnet: pinned), or null. */
+  versions: Record<string, {version: string; digest: string; repository: string; pinned_by: string | null; pinned_at: string | null} | null>
+}
 
 /** A client identity: the user bundle's cert/key/CA, or the node's. Without cert/key: anonymous (node join). */
 export type ClientIdentity = {cert?: string; key?: string; ca: string}
@@ -134,6 +146,58 @@ export class HqClient {
 
   consistencyProof(from: number, to: number): Promise<ConsistencyProof> {
     return this.request<ConsistencyProof>('GET', `/v1/audit/consistency?from=${from}&to=${to}`)
+  }
+
+  // ---- node-facing (the daemon's calls, with the node's own certificate)
+
+  desiredState(): Promise<DesiredState> {
+    return this.request<DesiredState>('GET', '/v1/node/desired-state')
+  }
+
+  heartbeat(hb: Heartbeat): Promise<{received_at: string}> {
+    return this.request('POST', '/v1/node/heartbeat', hb)
+  }
+
+  report(r: AgentReport): Promise<{received_at: string}> {
+    return this.request('POST', '/v1/node/reports', r)
+  }
+
+  manifests(digest: string): Promise<{manifests: ImageManifest[]; keys: ServedKey[]}> {
+    return this.request('GET', `/v1/images/${encodeURIComponent(digest)}/manifests`)
+  }
+
+  signingKeys(): Promise<{current: string; keys: ServedKey[]}> {
+    return this.request('GET', '/v1/keys')
+  }
+
+  /** A short-lived registry pull token for these repositories (image names, e.g. jil/api). */
+  registryToken(repositories: string[]): Promise<{token: string; expires_in: number}> {
+    const qs = new URLSearchParams([['service', 'jil-registry'], ...repositories.map((r) => ['scope', `repository:${r}:pull`] as [string, string])])
+    return this.request('GET', `/v1/registry/token?${qs}`)
+  }
+
+  /** HQ's CRL, PEM (signed by the CA: verify it before use). */
+  crlPem(): Promise<string> {
+    return this.request<string>('GET', '/v1/ca/crl?format=pem')
+  }
+
+  // ---- stacks and fleet (users)
+
+  stack(track: string): Promise<StackView> {
+    return this.request('GET', `/v1/stacks/${encodeURIComponent(track)}`)
+  }
+
+  setStack(track: string, spec: StackSpec): Promise<StackRecord> {
+    return this.request('PUT', `/v1/stacks/${encodeURIComponent(track)}`, {spec})
+  }
+
+  pinStack(track: string, body: {service: string; version: string; rollback?: UserSignature}): Promise<StackView> {
+    return this.request('POST', `/v1/stacks/${encodeURIComponent(track)}/pins`, body)
+  }
+
+  fleetNodes(query: {zone?: string; status?: string; version?: string} = {}): Promise<{nodes: FleetNode[]}> {
+    const qs = new URLSearchParams(Object.entries(query).filter(([, v]) => v !== undefined) as [string, string][])
+    return this.request('GET', `/v1/fleet/nodes${qs.size ? `?${qs}` : ''}`)
   }
 
   whoami(): Promise<WhoAmI> {

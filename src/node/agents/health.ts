@@ -1,0 +1,6 @@
+import type {Agent} from './types.js'
+
+// Placeholder while the agent is being written in this session.
+export const healthAgent: Agent = async () => {
+  throw new Error('not yet')
+}

@@ -1,0 +1,266 @@
+import {createHash} from 'node:crypto'
+
+import {Type, type Static} from '@sinclair/typebox'
+
+import {canonicalJson} from './canonical.js'
+import {JilError} from './errors.js'
+import {compareVersions, verifyEd25519Sync, type TrustedKey, type Track} from './manifest.js'
+import type {Role} from './pki.js'
+import type {Signer} from './signing.js'
+import {verifyUserSignature, type UserSignature} from './user-signature.js'
+
+/**
+ * What a node runs (DESIGN.md §5), in one place for HQ and node:
+ *
+ * - the **stack spec** of a track: services with image, command, env, ports, mounts, health check and
+ *   whether each is critical. Versioned and signed at HQ (`jil hq stack set`);
+ * - the **desired state** of one node: the spec resolved to digests, its run mode, config version and
+ *   a monotonic sequence, issued/expiring, signed by HQ's image-signing key (the key nodes pin at join
+ *   and follow through rotation). Every signed document carries a `kind`, so a signature over one kind
+ *   is never good for another (a manifest has no `kind`).
+ *
+ * Verification is pure and synchronous (node:crypto Ed25519).
+ */
+
+// ---------------------------------------------------------------------------------------------
+// Stack spec
+
+/** A service name: lower case, digits and dashes (it becomes part of a container name). */
+export const SERVICE_NAME = '^[a-z][a-z0-9-]{0,62}$'
+/** An image name as manifests carry it (`jil/settlement-api`), without registry host or tag. */
+export const IMAGE_NAME = '^[a-z0-9]+(?:[._/-][a-z0-9]+)*$'
+
+export const HealthCheckSchema = Type.Object(
+  {
+    /** Docker's form: ["CMD", "wget", "-q", "…"] or ["CMD-SHELL", "test -f /ready"]. */
+    test: Type.Array(Type.String({maxLength: 4096}), {minItems: 2, maxItems: 64}),
+    interval_s: Type.Optional(Type.Number({minimum: 1, maximum: 3600})),
+    timeout_s: Type.Optional(Type.Number({minimum: 1, maximum: 3600})),
+    retries: Type.Optional(Type.Integer({minimum: 1, maximum: 100})),
+    start_period_s: Type.Optional(Type.Number({minimum: 0, maximum: 3600})),
+  },
+  {additionalProperties: false},
+)
+
+export const MountSchema = Type.Object(
+  {
+    type: Type.Union([Type.Literal('bind'), Type.Literal('volume'), Type.Literal('tmpfs')]),
+    /** Host path (bind) or volume name (volume); empty for tmpfs. */
+    source: Type.String({maxLength: 4096}),
+    target: Type.String({minLength: 1, maxLength: 4096, pattern: '^/'}),
+    read_only: Type.Optional(Type.Boolean()),
+  },
+  {additionalProperties: false},
+)
+
+export const ServiceSpecSchema = Type.Object(
+  {
+    name: Type.String({pattern: SERVICE_NAME}),
+    image: Type.String({pattern: IMAGE_NAME, maxLength: 255}),
+    command: Type.Optional(Type.Array(Type.String({maxLength: 4096}), {maxItems: 256})),
+    env: Type.Optional(Type.Record(Type.String({pattern: '^[A-Za-z_][A-Za-z0-9_]*$'}), Type.String({maxLength: 32768}))),
+    /** `HOST:CONTAINER`, `IP:HOST:CONTAINER`, optionally `/tcp` or `/udp`. */
+    ports: Type.Optional(Type.Array(Type.String({pattern: '^(?:[0-9.]+:)?\\d{1,5}:\\d{1,5}(?:/(?:tcp|udp))?$'}), {maxItems: 64})),
+    mounts: Type.Optional(Type.Array(MountSchema, {maxItems: 64})),
+    health: Type.Optional(HealthCheckSchema),
+    /** A critical service that is unhealthy makes the node fail /healthz (the load balancer routes around it). */
+    critical: Type.Boolean(),
+    /** The user the process runs as (`1000`, `1000:1000`, `app`); absent = the image's (often root: the security agent flags it). */
+    user: Type.Optional(Type.String({maxLength: 64})),
+    /** Docker network mode: `bridge` (default), `host`, `none`, or a network name. */
+    network: Type.Optional(Type.String({pattern: '^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$'})),
+    /** Seconds a container without a health check must stay running to count as started (update agent). */
+    grace_s: Type.Optional(Type.Number({minimum: 0, maximum: 3600})),
+    /** Seconds docker waits after SIGTERM before SIGKILL when stopping it. */
+    stop_timeout_s: Type.Optional(Type.Integer({minimum: 0, maximum: 3600})),
+  },
+  {additionalProperties: false},
+)
+export type ServiceSpec = Static<typeof ServiceSpecSchema>
+
+export const StackSpecSchema = Type.Object({services: Type.Array(ServiceSpecSchema, {minItems: 1, maxItems: 1000})}, {additionalProperties: false})
+export type StackSpec = Static<typeof StackSpecSchema>
+
+/** Checks what the schema cannot: unique service names. Returns the problem or undefined. */
+export function stackSpecProblem(spec: StackSpec): string | undefined {
+  const seen = new Set<string>()
+  for (const s of spec.services) {
+    if (seen.has(s.name)) return `service ${s.name} appears twice`
+    seen.add(s.name)
+  }
+  return undefined
+}
+
+/** A stack spec as HQ stores and serves it: versioned per track, signed. */
+export type StackRecord = {
+  kind: 'jil.stack/v1'
+  track: Track
+  version: number
+  spec: StackSpec
+  created_at: string
+  created_by: string
+  key_id: string
+  signature: string
+}
+
+// ---------------------------------------------------------------------------------------------
+// Desired state
+
+export type RunMode = 'running' | 'paused' | 'stopped'
+export const RUN_MODES: readonly RunMode[] = ['running', 'paused', 'stopped']
+
+/** A user's signed consent to run a lower version than the node runs (DESIGN.md §5). */
+export type RollbackPayload = {purpose: 'rollback'; track: Track; service: string; image: string; digest: string; version: string}
+
+export function rollbackPayload(track: Track, service: string, image: string, digest: string, version: string): RollbackPayload {
+  return {purpose: 'rollback', track, service, image, digest, version}
+}
+
+/** Who may sign a rollback. */
+export const ROLLBACK_ROLES: readonly Role[] = ['ops-lead', 'admin']
+
+/** One service of a node's desired state: its spec, resolved to a signed digest. */
+export type DesiredService = ServiceSpec & {
+  /** `registry/path`, e.g. `127.0.0.1:5000/jil/settlement-api`: containers run `repository@digest`. */
+  repository: string
+  digest: string
+  version: string
+  /** Present when this version is lower than the one before it on the track: the user's signed rollback. */
+  rollback?: UserSignature
+}
+
+export type DesiredState = {
+  kind: 'jil.desired-state/v1'
+  node_id: string
+  zone: string
+  track: Track
+  /** Goes up whenever the content changes; a node refuses a lower one (replay). */
+  sequence: number
+  issued_at: string
+  /** A node refuses the document after this (freeze: it keeps running what it runs). */
+  expires_at: string
+  run_mode: RunMode
+  config_version: number
+  stack_version: number
+  services: DesiredService[]
+  /** Services of the spec with no signed version on the track yet: not run. */
+  unresolved: string[]
+  key_id: string
+  signature: string
+}
+
+export type UnsignedDesiredState = Omit<DesiredState, 'key_id' | 'signature'>
+
+/** What HQ's key signs: RFC 8785 JSON of everything but the signature. */
+function signingBytes(doc: Record<string, unknown>): Uint8Array {
+  const {signature: _s, ...rest} = doc
+  return new TextEncoder().encode(canonicalJson(rest))
+}
+
+/** Signs a desired state or a stack record (anything with a `kind`) with HQ's image-signing key. */
+export async function signDocument<T extends {kind: string}>(doc: T, signer: Signer): Promise<T & {key_id: string; signature: string}> {
+  const body = {...doc, key_id: signer.keyId} as Record<string, unknown>
+  delete body.signature
+  const json = canonicalJson(body)
+  const sig = await signer.sign(new TextEncoder().encode(json))
+  return {...(JSON.parse(json) as T), key_id: signer.keyId, signature: Buffer.from(sig).toString('base64')}
+}
+
+export type DesiredStateFailure =
+  | 'DS_MALFORMED'
+  | 'DS_UNKNOWN_KEY'
+  | 'DS_BAD_SIGNATURE'
+  | 'DS_WRONG_NODE'
+  | 'DS_EXPIRED'
+  | 'DS_REPLAY'
+  | 'DS_ROLLBACK_UNSIGNED'
+
+/** Hints for the failures, for whoever turns a failure into a JilError. */
+export const DESIRED_STATE_HINTS: Record<DesiredStateFailure, string> = {
+  DS_MALFORMED: 'HQ sent a document this node cannot read; check the HQ and node versions',
+  DS_UNKNOWN_KEY: "the document is signed by a key this node has not pinned; check the node's HQ (jil node status)",
+  DS_BAD_SIGNATURE: 'the document was altered on the way; the node keeps running what it runs',
+  DS_WRONG_NODE: "the document is for another node; check the node's identity",
+  DS_EXPIRED: 'the node keeps running what it runs (freeze) until HQ serves a current document; check the clocks of node and HQ',
+  DS_REPLAY: 'an older document than one already applied: refused; the node keeps running what it runs',
+  DS_ROLLBACK_UNSIGNED: 'a lower version needs a user’s signed rollback (jil hq stack pin … as an ops-lead)',
+}
+
+export type DesiredStateCheck = {
+  /** The node's pinned image-signing keys. */
+  keys: readonly TrustedKey[]
+  nodeId: string
+  now: Date
+  /** The highest sequence this node has applied (0 when none). */
+  lastSequence: number
+  /** The version each service runs now (service name → version): a lower desired version needs a rollback signature. */
+  running: ReadonlyMap<string, string>
+  /** HQ's CA (PEM): rollback signatures chain to it. */
+  caPem: string
+  isRevoked: (serial: string) => boolean
+}
+
+export type DesiredStateResult = {ok: true} | {ok: false; code: DesiredStateFailure; message: string; service?: string}
+
+const DIGEST = /^sha256:[0-9a-f]{64}$/
+
+/**
+ * Verifies a desired state for this node, in order: shape; key pinned; signature; addressed to this
+ * node; not expired; not older than what was applied; every lower version carries a valid user
+ * rollback signature for exactly that service, image, digest, version and track. Whether each digest
+ * has a valid signed manifest on the track is checked apart (verifyManifest), before anything is pulled.
+ */
+export function verifyDesiredState(doc: DesiredState, check: DesiredStateCheck): DesiredStateResult {
+  const fail = (code: DesiredStateFailure, message: string, service?: string): DesiredStateResult => ({ok: false, code, message, ...(service ? {service} : {})})
+  const d = doc as unknown as Record<string, unknown> | null
+  if (typeof d !== 'object' || d === null || d.kind !== 'jil.desired-state/v1') return fail('DS_MALFORMED', 'not a desired-state document')
+  if (typeof d.key_id !== 'string' || typeof d.signature !== 'string') return fail('DS_MALFORMED', 'the document is not signed')
+  if (!Array.isArray(d.services) || typeof d.sequence !== 'number' || typeof d.expires_at !== 'string' || typeof d.node_id !== 'string') {
+    return fail('DS_MALFORMED', 'the document lacks services, sequence, node_id or expires_at')
+  }
+  const key = check.keys.find((k) => k.key_id === d.key_id)
+  if (!key) return fail('DS_UNKNOWN_KEY', `signed by key ${String(d.key_id)}, not among the pinned keys`)
+  if (!verifyEd25519Sync(Buffer.from(d.signature, 'base64'), signingBytes(d), key.public_key)) return fail('DS_BAD_SIGNATURE', 'the signature does not hold')
+  if (key.retired_at && Date.parse(doc.issued_at) >= Date.parse(key.retired_at)) return fail('DS_UNKNOWN_KEY', `key ${key.key_id} was retired before this document was issued`)
+  if (doc.node_id !== check.nodeId) return fail('DS_WRONG_NODE', `the document is for ${doc.node_id}, not ${check.nodeId}`)
+  const expires = Date.parse(doc.expires_at)
+  if (!(expires > check.now.getTime())) return fail('DS_EXPIRED', `the document expired at ${doc.expires_at}`)
+  if (doc.sequence < check.lastSequence) return fail('DS_REPLAY', `sequence ${doc.sequence} is lower than ${check.lastSequence}, already applied`)
+  for (const s of doc.services) {
+    if (typeof s?.digest !== 'string' || !DIGEST.test(s.digest)) return fail('DS_MALFORMED', `service ${String(s?.name)} has no valid digest`)
+    const current = check.running.get(s.name)
+    let lower: boolean
+    try {
+      lower = current !== undefined && compareVersions(s.version, current) < 0
+    } catch {
+      return fail('DS_MALFORMED', `service ${s.name} has an invalid version`)
+    }
+    if (!lower) continue
+    if (!s.rollback) return fail('DS_ROLLBACK_UNSIGNED', `${s.name} would go from ${current} down to ${s.version} without a signed rollback`, s.name)
+    try {
+      verifyUserSignature(s.rollback, {caPem: check.caPem, now: check.now, purpose: 'rollback', roles: ROLLBACK_ROLES, isRevoked: check.isRevoked})
+    } catch (err) {
+      return fail('DS_ROLLBACK_UNSIGNED', `${s.name}: the rollback signature is not valid (${err instanceof JilError ? err.code : 'invalid'})`, s.name)
+    }
+    if (canonicalJson(s.rollback.payload) !== canonicalJson(rollbackPayload(doc.track, s.name, s.image, s.digest, s.version))) {
+      return fail('DS_ROLLBACK_UNSIGNED', `${s.name}: the rollback signature is for another service, digest or version`, s.name)
+    }
+  }
+  return {ok: true}
+}
+
+/** Verifies a stack record's signature (the CLI's `stack show` and any auditor). */
+export function verifyStackRecord(rec: StackRecord, keys: readonly TrustedKey[]): boolean {
+  const key = keys.find((k) => k.key_id === rec.key_id)
+  if (!key || typeof rec.signature !== 'string') return false
+  return verifyEd25519Sync(Buffer.from(rec.signature, 'base64'), signingBytes(rec as unknown as Record<string, unknown>), key.public_key)
+}
+
+/**
+ * A content hash of a service as it should run: image digest and every field of its spec. Containers
+ * carry it as a label, so a changed command or env is replaced like a changed digest.
+ */
+export function serviceSpecHash(s: DesiredService): string {
+  const {rollback: _r, version: _v, ...rest} = s
+  return createHash('sha256').update(canonicalJson(rest)).digest('hex').slice(0, 16)
+}
