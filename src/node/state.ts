@@ -20,6 +20,8 @@ export const STATE_FILES = {
   manifestsDir: 'manifests',
   /** HQ's CRL as last fetched (PEM), for checking approvers' and rollback signers' certificates. */
   crl: 'crl.pem',
+  /** Held for a whole verify-and-reconcile (daemon tick, cron run, a fleet refresh never interleave). */
+  updateLock: 'update.lock',
 } as const
 
 async function readJson<T>(path: string, what: string): Promise<T | undefined> {
