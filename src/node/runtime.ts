@@ -67,8 +67,12 @@ export interface Runtime {
   restart(id: string, timeoutS?: number): Promise<void>
   remove(id: string): Promise<void>
   rename(id: string, name: string): Promise<void>
-  /** Dangling images (untagged, undigested, unused), never ones labelled jil.keep=true. */
-  pruneImages(): Promise<PruneResult>
+  /**
+   * Unused dangling images (no tag), never ones labelled jil.keep=true nor those of the `keep` digests
+   * (what the node's desired state names: an image pulled by digest has no tag, and Docker 20.10's own
+   * prune would count it as dangling).
+   */
+  pruneImages(keep: readonly string[]): Promise<PruneResult>
   /** Unused volumes of this node (labelled jil.node=<id>), never ones labelled jil.keep=true. */
   pruneVolumes(nodeId: string): Promise<PruneResult>
 }
@@ -156,6 +160,14 @@ export class DockerRuntime implements Runtime {
     } catch (err) {
       throw this.fail(err, what)
     }
+  }
+
+  private api: Promise<number> | undefined
+
+  /** The engine's API version as a number (1.41, 1.43…), asked once. */
+  private apiVersion(): Promise<number> {
+    this.api ??= this.call('version', () => this.docker.version()).then((v) => Number(v.ApiVersion) || 0)
+    return this.api
   }
 
   async ping(): Promise<void> {
@@ -308,14 +320,32 @@ export class DockerRuntime implements Runtime {
     await this.call(`rename ${id}`, () => this.docker.getContainer(id).rename({name}))
   }
 
-  async pruneImages(): Promise<PruneResult> {
-    const r = await this.call('prune images', () => this.docker.pruneImages({filters: {dangling: ['true'], 'label!': [`${LABELS.keep}=true`]}}))
-    return {deleted: (r.ImagesDeleted ?? []).map((d) => d.Deleted ?? d.Untagged ?? '').filter(Boolean), reclaimed_bytes: r.SpaceReclaimed ?? 0}
+  async pruneImages(keep: readonly string[]): Promise<PruneResult> {
+    const keepSet = new Set(keep)
+    const images = await this.call('list images', () => this.docker.listImages({filters: {dangling: ['true']}}))
+    const out: PruneResult = {deleted: [], reclaimed_bytes: 0}
+    for (const img of images) {
+      if (img.Labels?.[LABELS.keep] === 'true') continue
+      if ((img.RepoDigests ?? []).some((d) => keepSet.has(d.slice(d.indexOf('@') + 1)))) continue
+      try {
+        // Without force: the engine refuses an image a container uses (409), which is then kept.
+        await this.docker.getImage(img.Id).remove({noprune: false})
+        out.deleted.push(img.Id)
+        out.reclaimed_bytes += img.Size ?? 0
+      } catch (err) {
+        const status = (err as {statusCode?: number}).statusCode
+        if (status === 409 || status === 404) continue
+        throw this.fail(err, `remove image ${img.Id}`)
+      }
+    }
+    return out
   }
 
   async pruneVolumes(nodeId: string): Promise<PruneResult> {
+    // API 1.42 (Docker 23) prunes only anonymous volumes unless `all`; 1.41 (Debian's 20.10) refuses the filter.
+    const all: Record<string, string[]> = (await this.apiVersion()) >= 1.42 ? {all: ['true']} : {}
     const r = await this.call('prune volumes', () =>
-      this.docker.pruneVolumes({filters: {label: [`${LABELS.node}=${nodeId}`], 'label!': [`${LABELS.keep}=true`], all: ['true']}}),
+      this.docker.pruneVolumes({filters: {label: [`${LABELS.node}=${nodeId}`], 'label!': [`${LABELS.keep}=true`], ...all}}),
     )
     return {deleted: r.VolumesDeleted ?? [], reclaimed_bytes: r.SpaceReclaimed ?? 0}
   }

@@ -79,7 +79,7 @@ export async function runAgent(name: AgentName, ctx: AgentContext): Promise<Agen
   try {
     const agent = await AGENTS[name]()
     const out = await agent(ctx)
-    report = {agent: name, node_id: ctx.nodeId, started_at: startedAt.toISOString(), finished_at: ctx.clock.now().toISOString(), ok: true, summary: out.summary, findings: out.findings, details: out.details}
+    report = {agent: name, node_id: ctx.nodeId, started_at: startedAt.toISOString(), finished_at: ctx.clock.now().toISOString(), ok: true, summary: clip(out.summary), findings: out.findings, details: out.details}
   } catch (err) {
     const e = err instanceof JilError ? err : new JilError('INTERNAL', messageOf(err))
     if (!(err instanceof JilError)) ctx.log.error({err, agent: name}, 'agent failed unexpectedly')
@@ -89,9 +89,9 @@ export async function runAgent(name: AgentName, ctx: AgentContext): Promise<Agen
       started_at: startedAt.toISOString(),
       finished_at: ctx.clock.now().toISOString(),
       ok: false,
-      summary: `${name} could not run: ${e.message}`,
+      summary: clip(`${name} could not run: ${e.message}`),
       findings: [],
-      error: {code: e.code, message: e.message},
+      error: {code: e.code.slice(0, 100), message: clip(e.message)},
       details: e.hint ? {hint: e.hint} : {},
     }
   }
@@ -102,4 +102,9 @@ export async function runAgent(name: AgentName, ctx: AgentContext): Promise<Agen
     ctx.log.warn({agent: name, err: messageOf(err)}, 'could not send the agent report to HQ; kept locally')
   }
   return report
+}
+
+/** The wire schema bounds these (HQ refuses a longer one with 400). */
+function clip(s: string, max = 1000): string {
+  return s.length <= max ? s : `${s.slice(0, max - 1)}…`
 }
