@@ -9,6 +9,8 @@ import type {Db} from '../shared/db/types.js'
 import type {AuditLedger} from './audit/ledger.js'
 import {auditRoutes} from './audit/routes.js'
 import {installAuth, principalOfRequest, type Principal} from './auth.js'
+import {fleetRoutes} from './fleet/routes.js'
+import type {FleetService} from './fleet/service.js'
 import {identityRoutes, type IdentityDeps} from './identity/routes.js'
 import {releaseRoutes, type KeyStore} from './releases/routes.js'
 import type {ReleaseService} from './releases/service.js'
@@ -16,6 +18,8 @@ import type {RegistryTokenIssuer} from './registry/token.js'
 import {installMetrics} from './metrics.js'
 import {installProblemHandlers} from './problem.js'
 import {installRbac} from './rbac.js'
+import {stackRoutes} from './stack/routes.js'
+import type {StackService} from './stack/service.js'
 
 export type HqAppDeps = {
   db: Db
@@ -26,6 +30,8 @@ export type HqAppDeps = {
   ledger: AuditLedger
   /** Signed releases and the registry whose images they cover (absent in tests of the bare app). */
   releases?: {service: ReleaseService; registry: string | undefined; tokens?: RegistryTokenIssuer; keyStore?: KeyStore}
+  /** What nodes run and what they report: stacks, desired states, heartbeats, the node list. */
+  runtime?: {stacks: StackService; fleet: FleetService}
   /** Identity and access: absent only in tests that exercise the bare app. */
   identity?: Omit<IdentityDeps, 'caCertPem'>
   /** TLS material for the one listener; requestCert without rejectUnauthorized (DESIGN.md §4). */
@@ -75,6 +81,10 @@ export async function buildHqApp(deps: HqAppDeps): Promise<FastifyInstance> {
 
   auditRoutes(app, deps.db, deps.ledger)
   if (deps.releases) releaseRoutes(app, deps.releases.service, deps.releases.registry, deps.releases.tokens, deps.releases.keyStore)
+  if (deps.runtime) {
+    stackRoutes(app, deps.runtime.stacks)
+    fleetRoutes(app, deps.runtime.fleet)
+  }
   if (deps.identity) {
     deps.identity.sockets.attach(app.server as unknown as HttpsServer)
     identityRoutes(app, {...deps.identity, caCertPem: deps.caCertPem})

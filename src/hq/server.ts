@@ -17,7 +17,9 @@ import {CertificateAuthority} from './ca/ca.js'
 import {completeServerCertSwap, renewServerCertIfDue} from './ca/server-cert.js'
 import {CrlService, RevocationWatcher, SocketRegistry} from './identity/revocation.js'
 import {DEFAULT_JOIN_MINIMUMS, IdentityService, type JoinMinimums} from './identity/service.js'
+import {FleetService} from './fleet/service.js'
 import {ReleaseService} from './releases/service.js'
+import {StackService} from './stack/service.js'
 import {ensureTokenSigner, RegistryTokenIssuer} from './registry/token.js'
 import {hqPath, lockDataDir, readHqConfig, readHqKeys, writeHqConfig, type DataDirLock} from './datadir.js'
 import {assertDbBelongsTo, openHqDb} from './store/index.js'
@@ -86,6 +88,14 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
     const signing = await fileSigner(keys.signingKey)
     const releases = new ReleaseService(db, signing, ed25519PublicPem(signing.publicKey), keys.caCert, ledger, o.clock)
     await releases.registerKey()
+    // Desired states and stack records are signed with the releases' current key: the one the
+    // releases service switches to only once a rotation has committed.
+    const signers = new Map([[signing.keyId, signing]])
+    const currentSigner = () => {
+      const s = signers.get(releases.currentKeyId)
+      if (!s) throw new JilError('KEY_UNAVAILABLE', `the current signing key ${releases.currentKeyId} is not loaded`, {status: 500, hint: 'restart HQ'})
+      return s
+    }
     const tokenSigner = await ensureTokenSigner(o.dataDir, ca)
     const app = await buildHqApp({
       releases: {
@@ -100,8 +110,13 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
           await writeSecret(current, next.privatePem)
           await writeFileAtomic(hqPath(o.dataDir, 'signingPub'), next.publicPem, 0o644)
           await writeHqConfig(o.dataDir, {...(await readHqConfig(o.dataDir)), signing_key_id: next.keyId})
+          signers.set(next.keyId, await fileSigner(next.privatePem))
           return previousPem
         },
+      },
+      runtime: {
+        stacks: new StackService(db, currentSigner, keys.caCert, ledger, o.clock),
+        fleet: new FleetService(db, ledger, o.clock),
       },
       identity: {
         identity: new IdentityService(db, ca, ledger, o.clock, o.joinMinimums ?? config.join_minimums ?? DEFAULT_JOIN_MINIMUMS),

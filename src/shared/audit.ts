@@ -29,6 +29,7 @@ export const AUDIT_ACTIONS = [
   'node.pause',
   'node.resume',
   'node.rollback',
+  'node.update',
   'node.command',
   'cert.revoke',
   'image.push',

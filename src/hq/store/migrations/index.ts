@@ -4,6 +4,7 @@ import m002 from './002_audit.sql'
 import m003 from './003_identity.sql'
 import m004 from './004_releases.sql'
 import m005 from './005_key_rotation.sql'
+import m006 from './006_node_runtime.sql'
 
 /** HQ's schema, in order. A new migration is a new NNN_name.sql file added here; applied ones never change. */
 export const HQ_MIGRATIONS: readonly Migration[] = [
@@ -12,4 +13,5 @@ export const HQ_MIGRATIONS: readonly Migration[] = [
   {version: 3, name: 'identity', sql: m003},
   {version: 4, name: 'releases', sql: m004},
   {version: 5, name: 'key_rotation', sql: m005},
+  {version: 6, name: 'node_runtime', sql: m006},
 ]

@@ -1,0 +1,155 @@
+import type {AgentReport, FleetNode, Heartbeat, NodeStatus} from '../../shared/api.js'
+import {canonicalJson} from '../../shared/canonical.js'
+import type {Clock} from '../../shared/clock.js'
+import type {Db} from '../../shared/db/types.js'
+import {JilError} from '../../shared/errors.js'
+import type {AuditLedger} from '../audit/ledger.js'
+import type {Principal} from '../auth.js'
+
+/** Nodes heartbeat every 60 s; three missed ones make a node offline. */
+export const HEARTBEAT_INTERVAL_MS = 60_000
+export const OFFLINE_AFTER_MS = 3 * HEARTBEAT_INTERVAL_MS
+
+/**
+ * Where the update agent's details say it did or tried something: `actions` (each a create, replace,
+ * start, stop, restore or remove, ok, failed or refused) and `refused` (a desired state it refused).
+ */
+const UPDATE_CHANGE_KEYS = ['actions', 'refused'] as const
+
+/** Audit details stay small: a bigger update report keeps its summary and leaves the rest to the node's stored report. */
+const MAX_AUDIT_DETAILS = 16 * 1024
+
+export type NodeRow = {
+  id: string
+  zone: string
+  operator: string
+  track: string
+  status: 'pending' | 'active' | 'revoked'
+  run_mode: string
+  joined_at: Date | null
+  last_heartbeat_at: Date | null
+  heartbeat: Heartbeat | null
+  cert_not_after: Date | null
+}
+
+/**
+ * A node's status, derived from what HQ knows (never stored loosely), in order: revoked; pending
+ * (admitted, never joined); paused/stopped (its run mode); offline (no heartbeat for three
+ * intervals, or never); degraded (its last heartbeat shows a critical service not running or
+ * unhealthy); else active.
+ */
+export function deriveStatus(n: Pick<NodeRow, 'status' | 'joined_at' | 'run_mode' | 'last_heartbeat_at' | 'heartbeat'>, now: Date): NodeStatus {
+  if (n.status === 'revoked') return 'revoked'
+  if (n.status === 'pending' || !n.joined_at) return 'pending'
+  if (n.run_mode === 'paused' || n.run_mode === 'stopped') return n.run_mode
+  if (!n.last_heartbeat_at || now.getTime() - n.last_heartbeat_at.getTime() >= OFFLINE_AFTER_MS) return 'offline'
+  if (n.heartbeat?.services.some((s) => s.critical && (s.state !== 'running' || s.health === 'unhealthy'))) return 'degraded'
+  return 'active'
+}
+
+export function toFleetNode(n: NodeRow, now: Date): FleetNode {
+  const versions: Record<string, string | null> = {}
+  for (const s of n.heartbeat?.services ?? []) versions[s.name] = s.version
+  return {
+    id: n.id,
+    zone: n.zone,
+    operator: n.operator,
+    track: n.track,
+    status: deriveStatus(n, now),
+    run_mode: n.run_mode,
+    joined_at: n.joined_at?.toISOString() ?? null,
+    last_heartbeat_at: n.last_heartbeat_at?.toISOString() ?? null,
+    heartbeat_age_s: n.last_heartbeat_at ? Math.max(0, Math.floor((now.getTime() - n.last_heartbeat_at.getTime()) / 1000)) : null,
+    versions,
+    cert_not_after: n.cert_not_after?.toISOString() ?? null,
+    system: n.heartbeat?.system ?? null,
+  }
+}
+
+/** An update report worth an audit entry: the run failed, or it changed, or tried and failed to change, something. */
+export function isUpdateChange(r: AgentReport): boolean {
+  if (r.agent !== 'update') return false
+  if (!r.ok || r.error) return true
+  return UPDATE_CHANGE_KEYS.some((k) => {
+    const v = r.details[k]
+    return (Array.isArray(v) && v.length > 0) || (typeof v === 'number' && v > 0) || v === true || (typeof v === 'object' && v !== null && !Array.isArray(v) && Object.keys(v).length > 0)
+  })
+}
+
+export type FleetFilter = {zone?: string | undefined; status?: NodeStatus | undefined; version?: string | undefined}
+
+export type NodeDetail = FleetNode & {reports: Partial<Record<AgentReport['agent'], AgentReport & {received_at: string}>>}
+
+// One statement for the whole list: nodes, their latest heartbeat and their newest live certificate.
+const LIST_SQL = `
+  SELECT n.id, n.zone, n.operator, n.track, n.status, n.run_mode, n.joined_at,
+         h.received_at AS last_heartbeat_at, h.body AS heartbeat, c.not_after AS cert_not_after
+    FROM nodes n
+    LEFT JOIN node_heartbeats h ON h.node_id = n.id
+    LEFT JOIN (SELECT subject, max(not_after) AS not_after FROM certificates WHERE kind = 'node' AND revoked_at IS NULL GROUP BY subject) c ON c.subject = n.id`
+
+/**
+ * The fleet as HQ sees it: the latest heartbeat and agent reports of each node, and the node list
+ * with derived status. An update report that changed something lands in the audit ledger in the
+ * same transaction that stores it.
+ */
+export class FleetService {
+  constructor(
+    private readonly db: Db,
+    private readonly ledger: AuditLedger,
+    private readonly clock: Clock,
+  ) {}
+
+  async recordHeartbeat(p: Principal, hb: Heartbeat): Promise<{received_at: string}> {
+    const nodeId = this.caller(p, hb.node_id, 'heartbeat')
+    const now = this.clock.now()
+    await this.db.query(
+      `INSERT INTO node_heartbeats (node_id, received_at, body) VALUES ($1, $2, $3)
+       ON CONFLICT (node_id) DO UPDATE SET received_at = EXCLUDED.received_at, body = EXCLUDED.body`,
+      [nodeId, now, JSON.stringify(hb)],
+    )
+    return {received_at: now.toISOString()}
+  }
+
+  async recordReport(p: Principal, report: AgentReport): Promise<{received_at: string}> {
+    const nodeId = this.caller(p, report.node_id, 'report')
+    const now = this.clock.now()
+    await this.db.transaction(async (tx) => {
+      await tx.query(
+        `INSERT INTO node_reports (node_id, agent, received_at, body) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (node_id, agent) DO UPDATE SET received_at = EXCLUDED.received_at, body = EXCLUDED.body`,
+        [nodeId, report.agent, now, JSON.stringify(report)],
+      )
+      if (isUpdateChange(report)) {
+        const details = {ok: report.ok, summary: report.summary, started_at: report.started_at, finished_at: report.finished_at, ...(report.error ? {error: report.error} : {}), details: report.details}
+        const small = canonicalJson(details).length <= MAX_AUDIT_DETAILS ? details : {...details, details: {truncated: true}}
+        await this.ledger.append(tx, {actor: {type: 'node', id: nodeId}, action: 'node.update', subject: nodeId, details: small})
+      }
+    })
+    return {received_at: now.toISOString()}
+  }
+
+  /** `GET /v1/fleet/nodes`: status and version are derived, so they filter after the one query. */
+  async listNodes(filter: FleetFilter, now: Date = this.clock.now()): Promise<FleetNode[]> {
+    const {rows} = await this.db.query<NodeRow>(`${LIST_SQL} WHERE ($1::text IS NULL OR n.zone = $1) ORDER BY n.id`, [filter.zone ?? null])
+    return rows
+      .map((r) => toFleetNode(r, now))
+      .filter((n) => (filter.status === undefined || n.status === filter.status) && (filter.version === undefined || Object.values(n.versions).includes(filter.version)))
+  }
+
+  /** `GET /v1/fleet/nodes/:id`: the node as listed, with the latest report of each agent. */
+  async getNode(id: string, now: Date = this.clock.now()): Promise<NodeDetail> {
+    const {rows} = await this.db.query<NodeRow>(`${LIST_SQL} WHERE n.id = $1`, [id])
+    const row = rows[0]
+    if (!row) throw new JilError('NODE_UNKNOWN', `no node ${id}`, {status: 404, hint: 'see jil fleet nodes'})
+    const {rows: reports} = await this.db.query<{agent: AgentReport['agent']; received_at: Date; body: AgentReport}>('SELECT agent, received_at, body FROM node_reports WHERE node_id = $1 ORDER BY agent', [id])
+    return {...toFleetNode(row, now), reports: Object.fromEntries(reports.map((r) => [r.agent, {...r.body, received_at: r.received_at.toISOString()}]))}
+  }
+
+  /** A node speaks only for itself. */
+  private caller(p: Principal, claimed: string, what: string): string {
+    if (p.kind !== 'node') throw new JilError('FORBIDDEN', `only nodes send a ${what}`, {status: 403, hint: 'use a node identity (jil node join)'})
+    if (claimed !== p.id) throw new JilError('NODE_MISMATCH', `a ${what} for ${claimed} sent by node ${p.id}`, {status: 403, hint: "a node reports only for itself; check the node's JIL_NODE_ID"})
+    return p.id
+  }
+}
