@@ -163,6 +163,7 @@ install_missing() {
   [[ -x /usr/sbin/cron ]] || pkgs+=(cron)
   command -v tmux >/dev/null || pkgs+=(tmux)
   command -v curl >/dev/null || pkgs+=(curl)
+  [[ -e /usr/share/zoneinfo/Asia/Tokyo ]] || pkgs+=(tzdata)
   ((${#pkgs[@]})) || return 0
 
   ((EUID == 0)) || die "missing packages (${pkgs[*]}) and not root: install them with apt-get"
