@@ -127,7 +127,8 @@ export function planReconcile(desired: DesiredState, containers: readonly Manage
       actions.push({kind: 'create', service: s.name})
       continue
     }
-    const canonicalRuns = current.name === canonical && current.state === 'running'
+    // An unhealthy canonical container (a replace interrupted mid health wait) does not count: the leftover stays the way back.
+    const canonicalRuns = current.name === canonical && current.state === 'running' && current.health !== 'unhealthy'
     if (current.specHash !== serviceSpecHash(s)) {
       // Replace renames the current container aside itself, so a leftover is replaced as it is.
       actions.push({kind: 'replace', service: s.name, container: ref(current)})

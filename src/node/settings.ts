@@ -69,11 +69,13 @@ export const SETTINGS_ENV = {
 } as const
 
 /** `90s`, `5m`, `6h`, `7d`, `250ms` → milliseconds. */
-export function parseDuration(s: string, what: string): number {
+export function parseDuration(s: string, what: string, min = 1): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(s.trim())
   if (!m) throw usageError('DURATION_INVALID', `${what} ${JSON.stringify(s)} is not a duration`, 'write durations like 250ms, 60s, 5m, 6h, 7d')
   const unit = {ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000}[m[2] as 'ms' | 's' | 'm' | 'h' | 'd']
-  return Math.round(Number(m[1]) * unit)
+  const ms = Math.round(Number(m[1]) * unit)
+  if (ms < min) throw usageError('DURATION_INVALID', `${what} ${JSON.stringify(s)} is not a positive duration`, 'write durations like 250ms, 60s, 5m, 6h, 7d')
+  return ms
 }
 
 function parseListen(s: string): {host: string; port: number} {
@@ -115,7 +117,7 @@ export function settingsFrom(stateDir: string, v: Readonly<Record<string, string
     const x = v[SETTINGS_ENV[k]]
     return x === undefined || x.trim() === '' ? undefined : x
   }
-  const dur = (k: keyof typeof SETTINGS_ENV, d: string) => parseDuration(get(k) ?? d, SETTINGS_ENV[k])
+  const dur = (k: keyof typeof SETTINGS_ENV, d: string, min = 1) => parseDuration(get(k) ?? d, SETTINGS_ENV[k], min)
   const healthzListen = parseListen(get('healthzListen') ?? '127.0.0.1:9464')
   return {
     dockerHost: get('dockerHost') ?? v.DOCKER_HOST,
@@ -126,7 +128,7 @@ export function settingsFrom(stateDir: string, v: Readonly<Record<string, string
       updateMs: dur('updateEvery', '4h'),
       maintenanceAtUtc: parseTimeOfDay(get('maintenanceAt') ?? '02:00'),
     },
-    jitterMs: dur('jitter', '10s'),
+    jitterMs: dur('jitter', '10s', 0),
     logDir: get('logDir') ?? join(stateDir, 'log'),
     logMaxBytes: parseInteger(get('logMaxBytes') ?? String(100 * 1024 * 1024), SETTINGS_ENV.logMaxBytes, 1024, 2 ** 50),
     logKeep: parseInteger(get('logKeep') ?? '5', SETTINGS_ENV.logKeep, 1, 1000),

@@ -2,8 +2,8 @@ import {readFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import type {AgentName, AgentReport} from '../shared/api.js'
-import {systemCode} from '../shared/errors.js'
-import {fileError, writeFileAtomic} from '../shared/files.js'
+import {JilError, systemCode} from '../shared/errors.js'
+import {fileError, lockFile, writeFileAtomic, type FileLock} from '../shared/files.js'
 import type {DesiredState} from '../shared/stack.js'
 
 /**
@@ -20,8 +20,8 @@ export const STATE_FILES = {
   manifestsDir: 'manifests',
   /** HQ's CRL as last fetched (PEM), for checking approvers' and rollback signers' certificates. */
   crl: 'crl.pem',
-  /** Held for a whole verify-and-reconcile (daemon tick, cron run, a fleet refresh never interleave). */
-  updateLock: 'update.lock',
+  /** Held while an agent changes the node's containers (lockContainers). */
+  containersLock: 'containers.lock',
 } as const
 
 async function readJson<T>(path: string, what: string): Promise<T | undefined> {
@@ -66,5 +66,18 @@ export async function readAppliedDesiredState(stateDir: string): Promise<Desired
 }
 
 export async function writeAppliedDesiredState(stateDir: string, doc: DesiredState): Promise<void> {
-  await writeFileAtomic(join(stateDir, STATE_FILES.desired), JSON.stringify(doc, null, 2) + '\n', 0o644)
+  // 0600: it carries every service's env, often credentials.
+  await writeFileAtomic(join(stateDir, STATE_FILES.desired), JSON.stringify(doc, null, 2) + '\n', 0o600)
+}
+
+/**
+ * One agent at a time changes the node's containers: the update agent for a whole verify-and-reconcile
+ * (daemon tick, cron run and a fleet refresh never interleave its renames) and the health agent while
+ * it restarts (so it never restarts a container an update has set aside or a stop has stopped). Busy
+ * is CONTAINERS_BUSY, naming the holder in details.holder ('update' or 'health').
+ */
+export function lockContainers(stateDir: string, holder: 'update' | 'health'): Promise<FileLock> {
+  return lockFile(join(stateDir, STATE_FILES.containersLock), holder, (other) =>
+    new JilError('CONTAINERS_BUSY', `the ${other.holder} agent (pid ${other.pid}) is changing the node's containers`, {hint: 'wait for it to finish', details: {holder: other.holder}}),
+  )
 }

@@ -110,8 +110,8 @@ const AgentNameSchema = Type.Union(AGENT_NAMES.map((n) => Type.Literal(n)))
 export const AgentReportSchema = Type.Object({
   agent: AgentNameSchema,
   node_id: Type.String({maxLength: 64}),
-  started_at: Type.String(),
-  finished_at: Type.String(),
+  started_at: Type.String({maxLength: 40}),
+  finished_at: Type.String({maxLength: 40}),
   ok: Type.Boolean(),
   summary: Type.String({maxLength: 1000}),
   findings: Type.Array(FindingSchema, {maxItems: 1000}),

@@ -127,6 +127,12 @@ export type DesiredService = ServiceSpec & {
   version: string
   /** Present when this version is lower than the one before it on the track: the user's signed rollback. */
   rollback?: UserSignature
+  /**
+   * When HQ accepted the rollback (ISO 8601, covered by HQ's signature): the signer's certificate is
+   * judged at this time, as approvals are judged at their manifest's created_at, so a rollback stays
+   * valid after the signer's 90-day certificate expires. Revocation counts whenever it happened.
+   */
+  rollback_at?: string
 }
 
 export type DesiredState = {
@@ -189,29 +195,46 @@ export const DESIRED_STATE_HINTS: Record<DesiredStateFailure, string> = {
 export type DesiredStateCheck = {
   /** The node's pinned image-signing keys. */
   keys: readonly TrustedKey[]
+  /** The node's identity: the document must be for this node, its track and zone. */
   nodeId: string
+  track: string
+  zone: string
   now: Date
   /** The highest sequence this node has applied (0 when none). */
   lastSequence: number
   /** The version each service runs now (service name → version): a lower desired version needs a rollback signature. */
   running: ReadonlyMap<string, string>
+  /**
+   * The version of each image (image name → version) the node last applied, kept across removals:
+   * removing a service and adding it back (or under another name) at a lower version is a rollback too.
+   */
+  floors?: ReadonlyMap<string, string>
   /** HQ's CA (PEM): rollback signatures chain to it. */
   caPem: string
   isRevoked: (serial: string) => boolean
 }
 
-export type DesiredStateResult = {ok: true} | {ok: false; code: DesiredStateFailure; message: string; service?: string}
+/** A service of an authentic document that the node will not run as asked (it keeps what it runs). */
+export type ServiceRefusal = {service: string; code: 'DS_ROLLBACK_UNSIGNED'; message: string}
+
+/**
+ * An authentic document is applied even when some services are refused (a lower version without a
+ * valid rollback): those keep what they run, and the rest (run mode included) still reaches the node.
+ */
+export type DesiredStateResult = {ok: true; refused: ServiceRefusal[]} | {ok: false; code: DesiredStateFailure; message: string}
 
 const DIGEST = /^sha256:[0-9a-f]{64}$/
 
 /**
  * Verifies a desired state for this node, in order: shape; key pinned; signature; addressed to this
- * node; not expired; not older than what was applied; every lower version carries a valid user
- * rollback signature for exactly that service, image, digest, version and track. Whether each digest
- * has a valid signed manifest on the track is checked apart (verifyManifest), before anything is pulled.
+ * node, track and zone; not expired; not older than what was applied. Then, per service: a version
+ * lower than the service runs, or than the image's floor, needs a valid user rollback signature for
+ * exactly that service, image, digest, version and track, else the service is refused (the rest of
+ * the document stands). Whether each digest has a valid signed manifest on the track is checked
+ * apart (verifyManifest), before anything is pulled.
  */
 export function verifyDesiredState(doc: DesiredState, check: DesiredStateCheck): DesiredStateResult {
-  const fail = (code: DesiredStateFailure, message: string, service?: string): DesiredStateResult => ({ok: false, code, message, ...(service ? {service} : {})})
+  const fail = (code: DesiredStateFailure, message: string): DesiredStateResult => ({ok: false, code, message})
   const d = doc as unknown as Record<string, unknown> | null
   if (typeof d !== 'object' || d === null || d.kind !== 'jil.desired-state/v1') return fail('DS_MALFORMED', 'not a desired-state document')
   if (typeof d.key_id !== 'string' || typeof d.signature !== 'string') return fail('DS_MALFORMED', 'the document is not signed')
@@ -223,30 +246,40 @@ export function verifyDesiredState(doc: DesiredState, check: DesiredStateCheck):
   if (!verifyEd25519Sync(Buffer.from(d.signature, 'base64'), signingBytes(d), key.public_key)) return fail('DS_BAD_SIGNATURE', 'the signature does not hold')
   if (key.retired_at && Date.parse(doc.issued_at) >= Date.parse(key.retired_at)) return fail('DS_UNKNOWN_KEY', `key ${key.key_id} was retired before this document was issued`)
   if (doc.node_id !== check.nodeId) return fail('DS_WRONG_NODE', `the document is for ${doc.node_id}, not ${check.nodeId}`)
+  if (doc.track !== check.track || doc.zone !== check.zone) return fail('DS_WRONG_NODE', `the document is for ${doc.track} in ${doc.zone}; this node is on ${check.track} in ${check.zone}`)
   const expires = Date.parse(doc.expires_at)
   if (!(expires > check.now.getTime())) return fail('DS_EXPIRED', `the document expired at ${doc.expires_at}`)
   if (doc.sequence < check.lastSequence) return fail('DS_REPLAY', `sequence ${doc.sequence} is lower than ${check.lastSequence}, already applied`)
   for (const s of doc.services) {
     if (typeof s?.digest !== 'string' || !DIGEST.test(s.digest)) return fail('DS_MALFORMED', `service ${String(s?.name)} has no valid digest`)
-    const current = check.running.get(s.name)
-    let lower: boolean
     try {
-      lower = current !== undefined && compareVersions(s.version, current) < 0
+      compareVersions(s.version, s.version)
     } catch {
       return fail('DS_MALFORMED', `service ${s.name} has an invalid version`)
     }
-    if (!lower) continue
-    if (!s.rollback) return fail('DS_ROLLBACK_UNSIGNED', `${s.name} would go from ${current} down to ${s.version} without a signed rollback`, s.name)
+  }
+  const refused: ServiceRefusal[] = []
+  for (const s of doc.services) {
+    const refuse = (message: string) => refused.push({service: s.name, code: 'DS_ROLLBACK_UNSIGNED', message})
+    const above = [check.running.get(s.name), check.floors?.get(s.image)].filter((v): v is string => v !== undefined && compareVersions(s.version, v) < 0)
+    if (above.length === 0) continue
+    const from = above.sort(compareVersions).at(-1)!
+    if (!s.rollback) {
+      refuse(`${s.name} would go from ${from} down to ${s.version} without a signed rollback`)
+      continue
+    }
+    const at = s.rollback_at !== undefined && !Number.isNaN(Date.parse(s.rollback_at)) ? new Date(s.rollback_at) : check.now
     try {
-      verifyUserSignature(s.rollback, {caPem: check.caPem, now: check.now, purpose: 'rollback', roles: ROLLBACK_ROLES, isRevoked: check.isRevoked})
+      verifyUserSignature(s.rollback, {caPem: check.caPem, now: at, purpose: 'rollback', roles: ROLLBACK_ROLES, isRevoked: check.isRevoked})
     } catch (err) {
-      return fail('DS_ROLLBACK_UNSIGNED', `${s.name}: the rollback signature is not valid (${err instanceof JilError ? err.code : 'invalid'})`, s.name)
+      refuse(`${s.name}: the rollback signature is not valid (${err instanceof JilError ? err.code : 'invalid'})`)
+      continue
     }
     if (canonicalJson(s.rollback.payload) !== canonicalJson(rollbackPayload(doc.track, s.name, s.image, s.digest, s.version))) {
-      return fail('DS_ROLLBACK_UNSIGNED', `${s.name}: the rollback signature is for another service, digest or version`, s.name)
+      refuse(`${s.name}: the rollback signature is for another service, digest or version`)
     }
   }
-  return {ok: true}
+  return {ok: true, refused}
 }
 
 /** Verifies a stack record's signature (the CLI's `stack show` and any auditor). */

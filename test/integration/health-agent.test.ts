@@ -10,7 +10,7 @@ import {runAgent} from '../../src/node/agents/run.js'
 import type {AgentContext} from '../../src/node/agents/types.js'
 import {loadNodeIdentity} from '../../src/node/identity.js'
 import {containerName, DockerRuntime} from '../../src/node/runtime.js'
-import {STATE_FILES, writeAppliedDesiredState} from '../../src/node/state.js'
+import {lockContainers, STATE_FILES, writeAppliedDesiredState} from '../../src/node/state.js'
 import type {FleetNode, Heartbeat} from '../../src/shared/api.js'
 import {ManualClock} from '../../src/shared/clock.js'
 import {HqClient} from '../../src/shared/hq-client.js'
@@ -180,6 +180,22 @@ describe.runIf(IMAGE)('health agent on the real engine', () => {
     const after = await runtime.inspect(theirs)
     expect(after).toMatchObject({state: 'exited', exitCode: 3, startedAt: before})
     expect((await runtime.inspect(mine)).state).toBe('running')
+  })
+
+  it('restarts nothing while an update holds the node\'s containers, and reports what it sees', async () => {
+    const id = await run(NODE, service('api', {command: ['sh', '-c', 'exit 4']}))
+    await waitFor('api to exit', exited(id))
+    const before = await startedAt(id)
+    const lock = await lockContainers(node.stateDir, 'update')
+    try {
+      const report = await runAgent('health', await context())
+      expect(report).toMatchObject({ok: true, details: {restarted: [], restarts_skipped: 'update in progress', containers: {total: 1, exited: 1}}})
+      expect(await startedAt(id)).toBe(before)
+    } finally {
+      await lock.release()
+    }
+    // Once the update is done, the next run restarts it.
+    expect(await runAgent('health', await context())).toMatchObject({ok: true, details: {restarted: ['api']}})
   })
 
   it('reports the desired services (missing ones too) and restarts nothing when the run mode is stopped', async () => {

@@ -198,13 +198,13 @@ describe.runIf(REGISTRY).each(storages)('stacks and desired states on $name', (s
     expect(doc).toMatchObject({kind: 'jil.desired-state/v1', node_id: testnetNode.nodeId, zone: 'CH/FINMA', track: 'testnet', run_mode: 'running', config_version: 0, stack_version: 2, sequence: 1, unresolved: ['cache']})
     expect(Date.parse(doc.expires_at) - Date.parse(doc.issued_at)).toBe(3_600_000)
     const api = doc.services.find((s) => s.name === 'api')!
-    expect(api).toMatchObject({image: API, repository: `${REGISTRY}/${API}`, digest: digests['api@v1.0'], version: 'v1.0', critical: true, env: {LOG_LEVEL: 'info'}, rollback: {payload: rollbackPayload('testnet', 'api', API, digests['api@v1.0']!, 'v1.0')}})
+    expect(api).toMatchObject({image: API, repository: `${REGISTRY}/${API}`, digest: digests['api@v1.0'], version: 'v1.0', critical: true, env: {LOG_LEVEL: 'info'}, rollback: {payload: rollbackPayload('testnet', 'api', API, digests['api@v1.0']!, 'v1.0')}, rollback_at: expect.any(String)})
     expect(doc.services.find((s) => s.name === 'db')).toMatchObject({digest: digests['db@v2.0'], version: 'v2.0'})
     expect(doc.services.find((s) => s.name === 'db')!.rollback).toBeUndefined()
 
-    const check = {keys: await pinnedKeys(testnetNode), nodeId: testnetNode.nodeId, now: new Date(), lastSequence: 0, caPem: id.caPem, isRevoked: () => false}
+    const check = {keys: await pinnedKeys(testnetNode), nodeId: testnetNode.nodeId, track: 'testnet', zone: 'CH/FINMA', now: new Date(), lastSequence: 0, caPem: id.caPem, isRevoked: () => false}
     // A node running v1.1 accepts the way down because the document carries olga's rollback.
-    expect(verifyDesiredState(doc, {...check, running: new Map([['api', 'v1.1']])})).toEqual({ok: true})
+    expect(verifyDesiredState(doc, {...check, running: new Map([['api', 'v1.1']])})).toEqual({ok: true, refused: []})
     expect(verifyDesiredState({...doc, run_mode: 'stopped'}, {...check, running: new Map()})).toMatchObject({ok: false, code: 'DS_BAD_SIGNATURE'})
     expect(verifyDesiredState(doc, {...check, nodeId: 'CH-OTHER-01', running: new Map()})).toMatchObject({ok: false, code: 'DS_WRONG_NODE'})
 
@@ -215,7 +215,7 @@ describe.runIf(REGISTRY).each(storages)('stacks and desired states on $name', (s
     expect(next).toMatchObject({sequence: 2, stack_version: 3})
     expect(next.services.find((s) => s.name === 'api')!.env).toEqual({LOG_LEVEL: 'debug'})
     expect((await nodeDesired()).sequence).toBe(2)
-    expect(verifyDesiredState(next, {...check, lastSequence: 1, running: new Map([['api', 'v1.0']])})).toEqual({ok: true})
+    expect(verifyDesiredState(next, {...check, lastSequence: 1, running: new Map([['api', 'v1.0']])})).toEqual({ok: true, refused: []})
     expect(verifyDesiredState(doc, {...check, lastSequence: 2, running: new Map()})).toMatchObject({ok: false, code: 'DS_REPLAY'})
     // A run-mode change (the fleet issue's stop/pause) is a content change too.
     await t.hq.db.query("UPDATE nodes SET run_mode = 'paused', config_version = 4 WHERE id = $1", [testnetNode.nodeId])
@@ -231,7 +231,7 @@ describe.runIf(REGISTRY).each(storages)('stacks and desired states on $name', (s
     try {
       const doc: DesiredState = await client.desiredState()
       expect(doc).toMatchObject({node_id: main.nodeId, zone: 'SG/MAS', track: 'mainnet', stack_version: 0, services: [], unresolved: [], sequence: 1})
-      expect(verifyDesiredState(doc, {keys: await pinnedKeys(main), nodeId: main.nodeId, now: new Date(), lastSequence: 0, running: new Map(), caPem: id.caPem, isRevoked: () => false})).toEqual({ok: true})
+      expect(verifyDesiredState(doc, {keys: await pinnedKeys(main), nodeId: main.nodeId, track: 'mainnet', zone: 'SG/MAS', now: new Date(), lastSequence: 0, running: new Map(), caPem: id.caPem, isRevoked: () => false})).toEqual({ok: true, refused: []})
       await expect(as('admin').request('GET', '/v1/node/desired-state')).rejects.toMatchObject({status: 403, code: 'FORBIDDEN'})
       // Nodes may not read or set stacks.
       await expect(client.stack('mainnet')).rejects.toMatchObject({status: 403})
@@ -264,10 +264,10 @@ describe.runIf(REGISTRY).each(storages)('stacks and desired states on $name', (s
     const doc = await nodeDesired()
     expect(doc.key_id).toBe(next.key_id)
     const id = await loadNodeIdentity(testnetNode.stateDir)
-    const check = {nodeId: testnetNode.nodeId, now: new Date(), lastSequence: 0, running: new Map<string, string>(), caPem: id.caPem, isRevoked: () => false}
+    const check = {nodeId: testnetNode.nodeId, track: 'testnet', zone: 'CH/FINMA', now: new Date(), lastSequence: 0, running: new Map<string, string>(), caPem: id.caPem, isRevoked: () => false}
     const pinned = await pinnedKeys(testnetNode)
     expect(verifyDesiredState(doc, {...check, keys: pinned})).toMatchObject({ok: false, code: 'DS_UNKNOWN_KEY'})
     const {keys: served} = await nodeClient.signingKeys()
-    expect(verifyDesiredState(doc, {...check, keys: extendTrust(pinned, served)})).toEqual({ok: true})
+    expect(verifyDesiredState(doc, {...check, keys: extendTrust(pinned, served)})).toEqual({ok: true, refused: []})
   })
 })

@@ -191,12 +191,13 @@ describe.runIf(IMAGE)('the update agent on a real engine, registry and HQ', () =
     expect(report.summary).toBe('1 service up to date, 1 refused (api)')
   })
 
-  it('refuses a lower version without a signed rollback (DS_ROLLBACK_UNSIGNED)', async () => {
+  it('refuses a lower version without a signed rollback (DS_ROLLBACK_UNSIGNED), and applies the rest of the document', async () => {
     const before = await mine()
     const r = await apply(await doc([api(img['v1.0'], 'v1.0'), worker(img['v1.0'], 'v1.0')], 5))
-    expect(r).toMatchObject({status: 'refused', code: 'DS_ROLLBACK_UNSIGNED', service: 'api'})
+    expect(r).toMatchObject({status: 'applied', actions: [{service: 'api', outcome: 'refused', from: {version: 'v1.1'}, to: {version: 'v1.0'}, error: {code: 'DS_ROLLBACK_UNSIGNED'}}]})
+    expect(updateReport(r).findings.map((f) => f.id)).toEqual(['rollback-unsigned:api'])
     expect(await mine()).toEqual(before)
-    expect((await readAppliedDesiredState(node.stateDir))?.sequence).toBe(4)
+    expect((await readAppliedDesiredState(node.stateDir))?.sequence).toBe(5)
   })
 
   it('stops listed services without removing them when stopped, starts them again when running', async () => {

@@ -167,3 +167,18 @@ describe('isReplaceLeftover', () => {
     expect(isReplaceLeftover(NODE, {name: oldName(canonical, 'abc'), service: 'worker'})).toBe(false)
   })
 })
+
+describe('version floors', () => {
+  it('keep the lowest version each listed image runs, and the floor of an image no longer listed', async () => {
+    const {nextFloors} = await import('../../src/node/agents/update.js')
+    const a = service('api', D1, 'v2.0')
+    const b = service('api-b', D2, 'v1.5')
+    const running = [container(a), container(b)]
+    // Two services of one image pinned apart: the floor is the lower, so neither is refused later.
+    expect(nextFloors({}, desired([a, b]), running)).toEqual({[a.image]: 'v1.5'})
+    // An image whose services were all removed keeps its floor (adding it back lower needs a rollback).
+    expect(nextFloors({'jil/gone': 'v9.0'}, desired([a]), [container(a)])).toEqual({'jil/gone': 'v9.0', [a.image]: 'v2.0'})
+    // A service listed but not running yet does not move the floor.
+    expect(nextFloors({[a.image]: 'v3.0'}, desired([a]), [])).toEqual({[a.image]: 'v3.0'})
+  })
+})

@@ -36,6 +36,10 @@ describe('node settings', () => {
 
   it('refuses bad values as usage errors naming the variable', () => {
     expect(code(() => settingsFrom('/s', {JIL_HEALTH_EVERY: 'often'}))).toBe('DURATION_INVALID/2')
+    // A zero interval would spin; zero jitter is fine.
+    expect(code(() => settingsFrom('/s', {JIL_HEALTH_EVERY: '0s'}))).toBe('DURATION_INVALID/2')
+    expect(code(() => settingsFrom('/s', {JIL_HEALTH_EVERY: '0.1ms'}))).toBe('DURATION_INVALID/2')
+    expect(settingsFrom('/s', {JIL_JITTER: '0s'}).jitterMs).toBe(0)
     expect(code(() => settingsFrom('/s', {JIL_MAINTENANCE_AT: '25:00'}))).toBe('SETTING_INVALID/2')
     expect(code(() => settingsFrom('/s', {JIL_HEALTHZ_LISTEN: 'localhost'}))).toBe('LISTEN_INVALID/2')
     expect(code(() => settingsFrom('/s', {JIL_PORT_ALLOWLIST: '22,70000'}))).toBe('SETTING_INVALID/2')

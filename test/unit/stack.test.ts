@@ -58,6 +58,8 @@ describe('signed desired state', () => {
   const check = (o: Partial<DesiredStateCheck> = {}): DesiredStateCheck => ({
     keys,
     nodeId: 'CH-ZUG-01',
+    track: 'mainnet',
+    zone: 'CH/FINMA',
     now: clock.now(),
     lastSequence: 6,
     running: new Map([['api', 'v95.2']]),
@@ -79,11 +81,11 @@ describe('signed desired state', () => {
 
   it('accepts a document signed by a pinned key, for this node, current and newer', async () => {
     const signed = await signDocument(doc(), signer)
-    expect(verifyDesiredState(signed, check())).toEqual({ok: true})
+    expect(verifyDesiredState(signed, check())).toEqual({ok: true, refused: []})
     // Survives a JSON round trip (it travels as JSON and is stored as JSON).
-    expect(verifyDesiredState(JSON.parse(JSON.stringify(signed)) as DesiredState, check())).toEqual({ok: true})
+    expect(verifyDesiredState(JSON.parse(JSON.stringify(signed)) as DesiredState, check())).toEqual({ok: true, refused: []})
     // The same sequence again is a re-issue (fresh expiry), not a replay.
-    expect(verifyDesiredState(signed, check({lastSequence: 7}))).toEqual({ok: true})
+    expect(verifyDesiredState(signed, check({lastSequence: 7}))).toEqual({ok: true, refused: []})
   })
 
   it('refuses an altered document, an unknown key, another node, an expired one and a replay', async () => {
@@ -106,23 +108,38 @@ describe('signed desired state', () => {
 
   it('a lower version needs a valid rollback signature by an ops-lead for exactly that service, digest and version', async () => {
     const lower = api({digest: D1, version: 'v95.1'})
-    const code = async (s: DesiredService) => {
-      const r = verifyDesiredState(await signDocument(doc({services: [s]}), signer), check())
-      return r.ok ? 'ok' : r.code
+    const code = async (s: DesiredService, c = check()) => {
+      const r = verifyDesiredState(await signDocument(doc({services: [s]}), signer), c)
+      if (!r.ok) return r.code
+      // A refused service does not refuse the document: the rest of it (run mode…) still applies.
+      return r.refused.length ? r.refused.map((x) => `${x.service}:${x.code}`).join(',') : 'ok'
     }
-    expect(await code(lower)).toBe('DS_ROLLBACK_UNSIGNED')
+    expect(await code(lower)).toBe('api:DS_ROLLBACK_UNSIGNED')
     const payload = rollbackPayload('mainnet', 'api', 'jil/api', D1, 'v95.1')
     expect(await code({...lower, rollback: signAsUser(payload, {cert: ops.pem, key: ops.keyPem})})).toBe('ok')
     // A viewer may not sign one; one for another digest, version or track does not count.
-    expect(await code({...lower, rollback: signAsUser(payload, {cert: viewer.pem, key: viewer.keyPem})})).toBe('DS_ROLLBACK_UNSIGNED')
-    expect(await code({...lower, rollback: signAsUser({...payload, digest: D2}, {cert: ops.pem, key: ops.keyPem})})).toBe('DS_ROLLBACK_UNSIGNED')
-    expect(await code({...lower, rollback: signAsUser({...payload, track: 'testnet'}, {cert: ops.pem, key: ops.keyPem})})).toBe('DS_ROLLBACK_UNSIGNED')
+    expect(await code({...lower, rollback: signAsUser(payload, {cert: viewer.pem, key: viewer.keyPem})})).toBe('api:DS_ROLLBACK_UNSIGNED')
+    expect(await code({...lower, rollback: signAsUser({...payload, digest: D2}, {cert: ops.pem, key: ops.keyPem})})).toBe('api:DS_ROLLBACK_UNSIGNED')
+    expect(await code({...lower, rollback: signAsUser({...payload, track: 'testnet'}, {cert: ops.pem, key: ops.keyPem})})).toBe('api:DS_ROLLBACK_UNSIGNED')
     // A revoked signer's rollback is refused.
-    const r = verifyDesiredState(await signDocument(doc({services: [{...lower, rollback: signAsUser(payload, {cert: ops.pem, key: ops.keyPem})}]}), signer), check({isRevoked: () => true}))
-    expect(r.ok ? 'ok' : r.code).toBe('DS_ROLLBACK_UNSIGNED')
+    expect(await code({...lower, rollback: signAsUser(payload, {cert: ops.pem, key: ops.keyPem})}, check({isRevoked: () => true}))).toBe('api:DS_ROLLBACK_UNSIGNED')
     // The same or a higher version needs none; a service not running yet needs none.
     expect(await code(api({version: 'v95.2'}))).toBe('ok')
-    expect(await code(api({name: 'web', version: 'v1'}))).toBe('ok')
+    expect(await code(api({name: 'web', image: 'jil/web', version: 'v1'}))).toBe('ok')
+    // Removing a service and adding it back lower (or under another name) is a rollback too: the image's floor.
+    expect(await code(api({name: 'api-b', version: 'v95.1'}), check({floors: new Map([['jil/api', 'v95.2']])}))).toBe('api-b:DS_ROLLBACK_UNSIGNED')
+    // The signer's certificate is judged when HQ accepted the rollback, not now: it may have expired since.
+    const late = check({now: new Date(clock.now().getTime() + 400 * 86_400_000), lastSequence: 0})
+    const signed = {...lower, rollback: signAsUser(payload, {cert: ops.pem, key: ops.keyPem})}
+    const fresh = (s: DesiredService) => signDocument(doc({services: [s], expires_at: new Date(late.now.getTime() + 3_600_000).toISOString()}), signer)
+    expect(verifyDesiredState(await fresh(signed), late)).toMatchObject({ok: true, refused: [{service: 'api'}]})
+    expect(verifyDesiredState(await fresh({...signed, rollback_at: clock.now().toISOString()}), late)).toEqual({ok: true, refused: []})
+  })
+
+  it('refuses a document for another track or zone', async () => {
+    const r = verifyDesiredState(await signDocument(doc({track: 'testnet'}), signer), check())
+    expect(r).toMatchObject({ok: false, code: 'DS_WRONG_NODE'})
+    expect(verifyDesiredState(await signDocument(doc({zone: 'SG/MAS'}), signer), check())).toMatchObject({ok: false, code: 'DS_WRONG_NODE'})
   })
 
   it('a signature over a stack record is not good for a desired state', async () => {

@@ -34,15 +34,15 @@ export type NodeRow = {
 
 /**
  * A node's status, derived from what HQ knows (never stored loosely), in order: revoked; pending
- * (admitted, never joined); paused/stopped (its run mode); offline (no heartbeat for three
- * intervals, or never); degraded (its last heartbeat shows a critical service not running or
+ * (admitted, never joined); offline (no heartbeat for three intervals, or never: a dead paused
+ * node is offline, not paused); paused/stopped (its run mode); degraded (its last heartbeat shows a critical service not running or
  * unhealthy); else active.
  */
 export function deriveStatus(n: Pick<NodeRow, 'status' | 'joined_at' | 'run_mode' | 'last_heartbeat_at' | 'heartbeat'>, now: Date): NodeStatus {
   if (n.status === 'revoked') return 'revoked'
   if (n.status === 'pending' || !n.joined_at) return 'pending'
-  if (n.run_mode === 'paused' || n.run_mode === 'stopped') return n.run_mode
   if (!n.last_heartbeat_at || now.getTime() - n.last_heartbeat_at.getTime() >= OFFLINE_AFTER_MS) return 'offline'
+  if (n.run_mode === 'paused' || n.run_mode === 'stopped') return n.run_mode
   if (n.heartbeat?.services.some((s) => s.critical && (s.state !== 'running' || s.health === 'unhealthy'))) return 'degraded'
   return 'active'
 }

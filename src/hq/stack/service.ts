@@ -185,7 +185,7 @@ export class StackService {
       for (const s of record?.spec.services ?? []) {
         const r = resolved.get(s.name)
         if (!r) unresolved.push(s.name)
-        else services.push({...s, repository: r.repository, digest: r.digest, version: r.version, ...(r.rollback ? {rollback: r.rollback} : {})})
+        else services.push({...s, repository: r.repository, digest: r.digest, version: r.version, ...(r.rollback ? {rollback: r.rollback, ...(r.pinned_at ? {rollback_at: r.pinned_at} : {})} : {})})
       }
       const content = {
         kind: 'jil.desired-state/v1' as const,

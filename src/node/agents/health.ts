@@ -5,7 +5,7 @@ import {cometbftStatus, systemMetrics} from '../host.js'
 import {renewNode} from '../identity.js'
 import {isReplaceLeftover} from '../reconcile.js'
 import {containerName, type ManagedContainer, type Runtime} from '../runtime.js'
-import {readAgentRecord, readAppliedDesiredState, readLastReport, writeAgentRecord} from '../state.js'
+import {lockContainers, readAgentRecord, readAppliedDesiredState, readLastReport, writeAgentRecord} from '../state.js'
 import type {Agent, AgentContext} from './types.js'
 
 /**
@@ -115,7 +115,7 @@ async function renewIfDue(ctx: AgentContext): Promise<{renewed: boolean; serial:
   }
 }
 
-type Restarts = {restarted: string[]; crashLoops: string[]; deferred: string[]; failed: string[]; findings: Finding[]}
+type Restarts = {restarted: string[]; crashLoops: string[]; deferred: string[]; failed: string[]; findings: Finding[]; skipped?: true}
 
 /** Restarts what is down, within each service's budget; the record of restarts is kept across runs. */
 async function restartDown(ctx: AgentContext, runtime: Runtime, containers: readonly ManagedContainer[], desired: DesiredState | undefined): Promise<Restarts> {
@@ -212,11 +212,23 @@ export const healthAgent: Agent = async (ctx) => {
   if (renewal.finding) findings.push(renewal.finding)
 
   const runtime = await ctx.runtime()
-  const desired = await readAppliedDesiredState(ctx.stateDir)
-  let containers = await runtime.list(ctx.nodeId)
-  const r = await restartDown(ctx, runtime, containers, desired)
+  // Restarts wait for no one: while an update changes the containers, this run only reports.
+  const lock = await lockContainers(ctx.stateDir, 'health').catch((err: unknown) => {
+    if (err instanceof JilError && err.code === 'CONTAINERS_BUSY') return undefined
+    throw err
+  })
+  let desired: DesiredState | undefined
+  let containers: ManagedContainer[]
+  let r: Restarts
+  try {
+    desired = await readAppliedDesiredState(ctx.stateDir)
+    containers = await runtime.list(ctx.nodeId)
+    r = lock ? await restartDown(ctx, runtime, containers, desired) : {restarted: [], crashLoops: [], deferred: [], failed: [], findings: [], skipped: true}
+    if (r.restarted.length || r.failed.length) containers = await runtime.list(ctx.nodeId)
+  } finally {
+    await lock?.release()
+  }
   findings.push(...r.findings)
-  if (r.restarted.length || r.failed.length) containers = await runtime.list(ctx.nodeId)
   const counts = countContainers(containers)
 
   const id = await ctx.identity()
@@ -234,7 +246,7 @@ export const healthAgent: Agent = async (ctx) => {
     ...(consensus ? {consensus: await consensus} : {}),
   }
 
-  const did = r.restarted.length ? `restarted ${r.restarted.join(', ')}` : 'nothing restarted'
+  const did = r.skipped ? 'restarts skipped (an update is changing the containers)' : r.restarted.length ? `restarted ${r.restarted.join(', ')}` : 'nothing restarted'
   try {
     await (await ctx.hq()).heartbeat(hb)
   } catch (err) {
@@ -252,6 +264,7 @@ export const healthAgent: Agent = async (ctx) => {
       deferred: r.deferred,
       crash_looping: r.crashLoops,
       restart_failed: r.failed,
+      ...(r.skipped ? {restarts_skipped: 'update in progress'} : {}),
       containers: counts,
       cert: {serial: id.cert.serial, not_after: id.cert.notAfter.toISOString(), renewed: renewal.renewed},
       ...(hb.consensus ? {consensus: hb.consensus} : {}),

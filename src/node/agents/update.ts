@@ -1,10 +1,12 @@
-import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {JilError} from '../../shared/errors.js'
-import {lockFile} from '../../shared/files.js'
+import {compareVersions} from '../../shared/manifest.js'
+import type {FileLock} from '../../shared/files.js'
 import {DESIRED_STATE_HINTS, verifyDesiredState, type DesiredState, type DesiredStateFailure, type RunMode} from '../../shared/stack.js'
 import {applyReconcile, planReconcile, runningVersions, type ServiceOutcome} from '../reconcile.js'
-import {readAppliedDesiredState, STATE_FILES, writeAppliedDesiredState} from '../state.js'
+import {lockContainers, readAgentRecord, readAppliedDesiredState, writeAgentRecord, writeAppliedDesiredState} from '../state.js'
+import type {ManagedContainer} from '../runtime.js'
 import {loadTrust, type NodeTrust} from '../trust.js'
 import type {Agent, AgentContext, AgentOutcome, Finding} from './types.js'
 
@@ -15,7 +17,7 @@ import type {Agent, AgentContext, AgentOutcome, Finding} from './types.js'
  */
 
 export type UpdateResult =
-  | {status: 'refused'; sequence: number | null; code: DesiredStateFailure; message: string; service?: string}
+  | {status: 'refused'; sequence: number | null; code: DesiredStateFailure; message: string}
   | {status: 'applied'; sequence: number; run_mode: RunMode; actions: ServiceOutcome[]; unresolved: string[]; services: number}
 
 /**
@@ -23,32 +25,84 @@ export type UpdateResult =
  * it as applied and reconciles to it. A refused document changes nothing.
  */
 export async function applyDesiredState(ctx: AgentContext, doc: DesiredState, trust: NodeTrust): Promise<UpdateResult> {
-  const lock = await lockFile(join(ctx.stateDir, STATE_FILES.updateLock), 'jil update', (other) => {
-    return new JilError('UPDATE_BUSY', `another update of ${ctx.nodeId} is running (pid ${other.pid})`, {hint: 'wait for it to finish; the next run picks up the latest desired state'})
-  })
+  const lock = await lockForUpdate(ctx)
   try {
     const rt = await ctx.runtime()
     const containers = await rt.list(ctx.nodeId)
     const applied = await readAppliedDesiredState(ctx.stateDir)
+    const {identity} = await ctx.identity()
+    const floors = (await readAgentRecord<Record<string, string>>(ctx.stateDir, FLOORS)) ?? {}
     const verdict = verifyDesiredState(doc, {
       keys: trust.keys,
       nodeId: ctx.nodeId,
+      track: identity.track,
+      zone: identity.zone,
       now: ctx.clock.now(),
       lastSequence: applied?.sequence ?? 0,
       running: runningVersions(ctx.nodeId, containers),
+      floors: new Map(Object.entries(floors)),
       caPem: trust.caPem,
       isRevoked: trust.isRevoked,
     })
     if (!verdict.ok) {
       ctx.log.warn({code: verdict.code, message: verdict.message}, 'desired state refused')
-      return {status: 'refused', sequence: typeof doc?.sequence === 'number' ? doc.sequence : null, code: verdict.code, message: verdict.message, ...(verdict.service ? {service: verdict.service} : {})}
+      return {status: 'refused', sequence: typeof doc?.sequence === 'number' ? doc.sequence : null, code: verdict.code, message: verdict.message}
     }
     await writeAppliedDesiredState(ctx.stateDir, doc)
-    const actions = await applyReconcile(ctx, doc, planReconcile(doc, containers), trust)
+    // A refused service (a lower version without a valid rollback) keeps what it runs; the rest of
+    // the document, run mode included, still applies.
+    const refusedNames = new Set(verdict.refused.map((r) => r.service))
+    const plan = planReconcile(doc, containers).filter((a) => !(refusedNames.has(a.service) && (a.kind === 'create' || a.kind === 'replace')))
+    const actions = await applyReconcile(ctx, doc, plan, trust)
+    const byName = new Map(doc.services.map((x) => [x.name, x]))
+    for (const r of verdict.refused) {
+      const s = byName.get(r.service)
+      const c = containers.find((x) => x.service === r.service && x.nodeId === ctx.nodeId)
+      actions.push({service: r.service, action: 'replace', from: c ? {version: c.version, digest: c.digest} : null, to: {version: s?.version ?? null, digest: s?.digest ?? null}, outcome: 'refused', error: {code: r.code, message: r.message}})
+    }
+    await writeAgentRecord(ctx.stateDir, FLOORS, nextFloors(floors, doc, await rt.list(ctx.nodeId)))
     return {status: 'applied', sequence: doc.sequence, run_mode: doc.run_mode, actions, unresolved: doc.unresolved ?? [], services: doc.services.length}
   } finally {
     await lock.release()
   }
+}
+
+/**
+ * The containers lock for an update. A health run holds it only for its restarts (seconds): wait for
+ * it. Another update holds it for a whole reconcile: UPDATE_BUSY (the next run picks up the latest).
+ */
+async function lockForUpdate(ctx: AgentContext): Promise<FileLock> {
+  for (let waited = 0; ; waited += 250) {
+    try {
+      return await lockContainers(ctx.stateDir, 'update')
+    } catch (err) {
+      if (!(err instanceof JilError && err.code === 'CONTAINERS_BUSY')) throw err
+      if (err.details?.holder !== 'health' || waited >= 60_000 || ctx.signal.aborted) {
+        throw new JilError('UPDATE_BUSY', `${err.message}; ${ctx.nodeId} is not updated now`, {hint: 'wait for it to finish; the next run picks up the latest desired state'})
+      }
+      await sleep(250)
+    }
+  }
+}
+
+/** agents/update-floors.json: image → the lowest version the node's services of that image run. */
+const FLOORS = 'update-floors'
+
+/**
+ * The version floor of each image after a reconcile: the lowest version its listed services run
+ * (services of one image may be pinned apart). Images no longer listed keep their floor, so removing
+ * a service and adding it back lower, or under another name, still needs a signed rollback.
+ */
+export function nextFloors(previous: Readonly<Record<string, string>>, doc: DesiredState, containers: readonly ManagedContainer[]): Record<string, string> {
+  const out: Record<string, string> = {...previous}
+  const running = runningVersions(doc.node_id, containers)
+  const byImage = new Map<string, string[]>()
+  for (const s of doc.services) {
+    const v = running.get(s.name)
+    if (v) byImage.set(s.image, [...(byImage.get(s.image) ?? []), v])
+  }
+  for (const [image, versions] of byImage) out[image] = versions.sort(compareVersions)[0]!
+  return out
 }
 
 /** One reconcile against HQ's current desired state. HQ unreachable = a JilError (the run fails). */
@@ -74,7 +128,7 @@ export function updateReport(r: UpdateResult): AgentOutcome {
           remediation: DESIRED_STATE_HINTS[r.code],
         },
       ],
-      details: {sequence: r.sequence, refused: {code: r.code, message: r.message, ...(r.service ? {service: r.service} : {})}, actions: []},
+      details: {sequence: r.sequence, refused: {code: r.code, message: r.message}, actions: []},
     }
   }
 
@@ -99,6 +153,16 @@ export function updateReport(r: UpdateResult): AgentOutcome {
   if (refused.length) parts.push(`${refused.length} refused (${refused.map((a) => a.service).join(', ')})`)
 
   for (const a of refused) {
+    if (a.error?.code === 'DS_ROLLBACK_UNSIGNED') {
+      findings.push({
+        id: `rollback-unsigned:${a.service}`,
+        severity: 'critical',
+        title: `${a.service} not moved down to ${versionOf(a.to)}: no valid signed rollback`,
+        evidence: a.error.message.slice(0, 4000),
+        remediation: `an ops-lead pins the lower version with a signed rollback (jil hq stack pin … --rollback); ${a.service} keeps running what it runs`,
+      })
+      continue
+    }
     findings.push({
       id: `unsigned-image:${a.service}`,
       severity: 'critical',
