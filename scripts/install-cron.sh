@@ -11,7 +11,7 @@
 # 2. Creates the log dir.
 # 3. Writes /etc/cron.d/jil (0644): health every minute, security every 6 h, update every 4 h,
 #    maintenance daily at 02:00 UTC (JIL_MAINTENANCE_AT) converted to local time, because Debian's
-#    cron reads its schedules in the host's time zone (TZ if set; with --root, DIR/etc/timezone or
+#    cron reads its schedules in the host's time zone (JIL_CRON_TZ if set; with --root, DIR/etc/timezone or
 #    DIR/etc/localtime; else the host's).
 #
 # Idempotent: a second run changes nothing, byte for byte (the cron file is replaced only when its
@@ -81,7 +81,8 @@ done
 for pair in "--root:$root" "--state-dir:$state_dir" "--log-dir:$log_dir"; do
   name=${pair%%:*} path=${pair#*:}
   [[ $path == /* ]] || die_usage "$name must be an absolute path, got '$path'"
-  [[ $path != *[[:space:]]* ]] || die_usage "$name must not contain spaces (it goes into a cron line): '$path'"
+  # These go into a line root's cron runs through /bin/sh: only plain path characters.
+  [[ $path =~ ^/[A-Za-z0-9._/-]*$ ]] || die_usage "$name may hold only letters, digits and . _ / - (it goes into a cron line): '$path'"
 done
 root=${root%/}
 [[ -d ${root:-/} ]] || die_usage "--root ${root:-/} is not a directory"
@@ -91,7 +92,7 @@ if [[ -z $jil_bin ]]; then
   [[ -n $jil_bin ]] || die_usage "jil is not on PATH; pass --jil PATH"
 fi
 [[ $jil_bin == /* ]] || jil_bin=$(cd "$(dirname -- "$jil_bin")" 2>/dev/null && pwd)/${jil_bin##*/} || die_usage "--jil $jil_bin: no such directory"
-[[ $jil_bin != *[[:space:]]* ]] || die_usage "--jil must not contain spaces (it goes into a cron line): '$jil_bin'"
+[[ $jil_bin =~ ^/[A-Za-z0-9._/-]+$ ]] || die_usage "--jil may hold only letters, digits and . _ / - (it goes into a cron line): '$jil_bin'"
 # The binary runs on this machine now (node init) and on the installed system later: check it here.
 [[ -f $jil_bin && -x $jil_bin ]] || die_usage "--jil $jil_bin is not an executable file"
 
@@ -112,8 +113,9 @@ fi
 # not know, so an unknown name is refused here rather than giving a wrong hour.
 tz=
 tz_name=
-if [[ -n ${TZ:-} ]]; then
-  tz=$TZ tz_name=$TZ
+# Not $TZ: the installer's shell may have one, but the cron daemon reads the host's /etc/localtime.
+if [[ -n ${JIL_CRON_TZ:-} ]]; then
+  tz=$JIL_CRON_TZ tz_name=$JIL_CRON_TZ
 elif [[ -n $root ]]; then
   if [[ -s $root/etc/timezone ]]; then
     tz=$(head -n 1 -- "$root/etc/timezone" | tr -d '[:space:]') tz_name=$tz

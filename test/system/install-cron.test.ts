@@ -56,7 +56,7 @@ describe('scripts/install-cron.sh', () => {
 
   it('installs node.env (via jil node init), the log dir and /etc/cron.d/jil; a second run changes nothing, byte for byte', async () => {
     const root = await newRoot()
-    const first = await installCron(['--root', root, '--jil', BIN, ...NODE_FLAGS], {TZ: 'Asia/Tokyo'})
+    const first = await installCron(['--root', root, '--jil', BIN, ...NODE_FLAGS], {JIL_CRON_TZ: 'Asia/Tokyo'})
     expect(first.code, first.stderr).toBe(0)
     expect(first.stdout).toMatch(/node\.env: created .*jil node init/)
     expect(first.stdout).toMatch(/cron: .*\/etc\/cron\.d\/jil installed/)
@@ -89,14 +89,14 @@ describe('scripts/install-cron.sh', () => {
     for (const f of ['etc/cron.d/jil', 'var/lib/jil/node.env', 'var/lib/jil/node.key']) await utimes(join(root, f), new Date('2020-01-01T00:00:00Z'), new Date('2020-01-01T00:00:00Z'))
     const before = await snapshot(root)
     // The second run needs no node values: node.env exists.
-    const second = await installCron(['--root', root, '--jil', BIN], {TZ: 'Asia/Tokyo'})
+    const second = await installCron(['--root', root, '--jil', BIN], {JIL_CRON_TZ: 'Asia/Tokyo'})
     expect(second.code, second.stderr).toBe(0)
     expect(second.stdout).toMatch(/node\.env: .* exists, left as it is/)
     expect(second.stdout).toMatch(/cron: .*\/etc\/cron\.d\/jil unchanged/)
     expect(await snapshot(root)).toEqual(before)
 
     // A different time zone is a different schedule: the file is replaced (and says why).
-    const utc = await installCron(['--root', root, '--jil', BIN], {TZ: 'UTC'})
+    const utc = await installCron(['--root', root, '--jil', BIN], {JIL_CRON_TZ: 'UTC'})
     expect(utc.code, utc.stderr).toBe(0)
     expect(utc.stdout).toMatch(/cron: .* updated/)
     expect(await readFile(join(root, 'etc/cron.d/jil'), 'utf8')).toContain(agentLine('0 2 * * *', 'maintenance'))
@@ -108,11 +108,11 @@ describe('scripts/install-cron.sh', () => {
     const maintenance = async (root: string) => (await readFile(join(root, 'etc/cron.d/jil'), 'utf8')).split('\n').find((l) => l.includes('agent run maintenance'))!.split(' ').slice(0, 5).join(' ')
 
     const utc = await newRoot()
-    expect((await installCron(['--root', utc, '--jil', BIN, ...NODE_FLAGS], {TZ: 'UTC'})).code).toBe(0)
+    expect((await installCron(['--root', utc, '--jil', BIN, ...NODE_FLAGS], {JIL_CRON_TZ: 'UTC'})).code).toBe(0)
     expect(await maintenance(utc)).toBe('0 2 * * *')
 
     const zurich = await newRoot()
-    expect((await installCron(['--root', zurich, '--jil', BIN, ...NODE_FLAGS], {TZ: 'Europe/Zurich'})).code).toBe(0)
+    expect((await installCron(['--root', zurich, '--jil', BIN, ...NODE_FLAGS], {JIL_CRON_TZ: 'Europe/Zurich'})).code).toBe(0)
     const zurichCron = await readFile(join(zurich, 'etc/cron.d/jil'), 'utf8')
     // 03:00 in winter (+0100), 04:00 in summer (+0200), depending on today's date; the file says so.
     expect(['0 3 * * *', '0 4 * * *']).toContain(await maintenance(zurich))
@@ -139,8 +139,12 @@ describe('scripts/install-cron.sh', () => {
       [['--jil', BIN, '--node-id'], {}, /--node-id needs a value/],
       [['--jil', BIN, '--node-id', 'JP-CRON-02', '--region', 'jp-1'], {}, /no node\.env in .* and no --jurisdiction/],
       [['--jil', BIN, ...NODE_FLAGS, '--state-dir', 'relative/dir'], {}, /--state-dir must be an absolute path/],
+      // Root's cron runs these paths through /bin/sh: no room for `;`, `$(…)`, `%` or spaces.
+      [['--jil', BIN, ...NODE_FLAGS, '--state-dir', '/x;touch${IFS}/pwn'], {}, /--state-dir may hold only letters, digits/],
+      [['--jil', BIN, ...NODE_FLAGS, '--log-dir', '/var/log/$(id)'], {}, /--log-dir may hold only letters, digits/],
+      [['--jil', BIN, ...NODE_FLAGS, '--log-dir', '/var/log/100%'], {}, /--log-dir may hold only letters, digits/],
       [['--jil', join(tmp.dir, 'no-such-jil'), ...NODE_FLAGS], {}, /is not an executable file/],
-      [['--jil', BIN, ...NODE_FLAGS], {TZ: 'Mars/Olympus_Mons'}, /unknown time zone 'Mars\/Olympus_Mons'/],
+      [['--jil', BIN, ...NODE_FLAGS], {JIL_CRON_TZ: 'Mars/Olympus_Mons'}, /unknown time zone 'Mars\/Olympus_Mons'/],
     ]
     for (const [args, env, message] of cases) {
       const root = await newRoot()
@@ -161,7 +165,7 @@ describe('scripts/install-cron.sh', () => {
 
   it('takes the node values from the JIL_* environment', async () => {
     const root = await newRoot()
-    const r = await installCron(['--root', root, '--jil', BIN], {TZ: 'UTC', JIL_NODE_ID: 'KR-CRON-01', JIL_REGION: 'kr-seoul', JIL_JURISDICTION: 'KR/FSC', REDPANDA_SEEDS: 'rp1:9092,rp2:9092'})
+    const r = await installCron(['--root', root, '--jil', BIN], {JIL_CRON_TZ: 'UTC', JIL_NODE_ID: 'KR-CRON-01', JIL_REGION: 'kr-seoul', JIL_JURISDICTION: 'KR/FSC', REDPANDA_SEEDS: 'rp1:9092,rp2:9092'})
     expect(r.code, r.stderr).toBe(0)
     const env = await readFile(join(root, 'var/lib/jil/node.env'), 'utf8')
     expect(env).toMatch(/^JIL_NODE_ID=KR-CRON-01$/m)

@@ -99,9 +99,13 @@ export type TempCleanResult = {deleted: number; finding?: Finding}
 
 /**
  * Deletes files (and symlinks: the link, never its target) older than `maxAgeMs` by mtime under
- * `dir`. Never follows a symlink, never removes a directory, never acts outside `dir`: each parent
- * is re-resolved before a deletion, so a directory swapped for a symlink mid-walk is skipped.
+ * `dir`. Never follows a symlink, never removes a directory, never leaves `dir`'s filesystem.
  * Sockets and FIFOs are left alone (a live program may own one with an old mtime).
+ *
+ * The walk and the deletions are GNU find's (`-xdev`, `-delete`): it holds each directory open and
+ * deletes relative to that handle (unlinkat), so a directory swapped for a symlink to /etc halfway
+ * through cannot redirect a deletion. Node has no unlinkat; a check-then-unlink by path is a race a
+ * local user can win against a root daemon.
  */
 export async function cleanTempDir(dir: string, o: {maxAgeMs: number; now: Date; log?: (msg: string) => void}): Promise<TempCleanResult> {
   const refuse = (why: string): TempCleanResult => ({
@@ -124,45 +128,32 @@ export async function cleanTempDir(dir: string, o: {maxAgeMs: number; now: Date;
     throw err
   }
   if (root === sep) return refuse('it resolves to the root directory')
-  const inside = (p: string) => p === root || p.startsWith(root + sep)
-  const cutoff = o.now.getTime() - o.maxAgeMs
-  let deleted = 0
-  const walk = async (d: string): Promise<void> => {
-    let names: string[]
-    try {
-      names = await readdir(d)
-    } catch (err) {
-      o.log?.(`cannot read ${d}: ${systemCode(err) ?? messageOf(err)}`)
-      return
-    }
-    for (const name of names) {
-      const p = join(d, name)
-      let st
-      try {
-        st = await lstat(p)
-      } catch {
-        continue // gone meanwhile
-      }
-      if (st.isDirectory()) {
-        await walk(p)
-        continue
-      }
-      if (!(st.isFile() || st.isSymbolicLink()) || st.mtimeMs >= cutoff) continue
-      const parent = await realpath(d).catch(() => undefined)
-      if (parent !== d || !inside(parent)) {
-        o.log?.(`skipped ${p}: its directory moved during the walk`)
-        continue
-      }
-      try {
-        await unlink(p)
-        deleted++
-      } catch (err) {
-        if (systemCode(err) !== 'ENOENT') o.log?.(`cannot delete ${p}: ${systemCode(err) ?? messageOf(err)}`)
-      }
-    }
-  }
-  await walk(root)
-  return {deleted}
+  const cutoffS = Math.floor((o.now.getTime() - o.maxAgeMs) / 1000)
+  // Not newer than the cutoff = modified at or before it. -print0 before -delete counts what goes.
+  const args = [root, '-xdev', '-mindepth', '1', '(', '-type', 'f', '-o', '-type', 'l', ')', '!', '-newermt', `@${cutoffS}`, '-print0', '-delete']
+  const {spawn} = await import('node:child_process')
+  return new Promise<TempCleanResult>((done) => {
+    const child = spawn('find', args, {stdio: ['ignore', 'pipe', 'pipe']})
+    let deleted = 0
+    let errors = ''
+    child.stdout.on('data', (b: Buffer) => {
+      for (const byte of b) if (byte === 0) deleted++
+    })
+    child.stderr.on('data', (b: Buffer) => {
+      if (errors.length < 4000) errors += b.toString()
+    })
+    child.on('error', (err) => {
+      done({
+        deleted,
+        finding: {id: `temp-clean-failed:${dir}`.slice(0, 200), severity: 'warning', title: `cannot clean temp dir ${dir}`.slice(0, 500), evidence: `find: ${messageOf(err)}`, remediation: 'install findutils (GNU find)'},
+      })
+    })
+    child.on('close', () => {
+      // Unreadable subdirectories or files that vanished meanwhile: logged, the rest is done.
+      for (const line of errors.split('\n').filter(Boolean)) o.log?.(line)
+      done({deleted})
+    })
+  })
 }
 
 // ---------------------------------------------------------------------------------------------
