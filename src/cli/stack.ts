@@ -30,7 +30,7 @@ export async function readStackSpecFile(path: string): Promise<StackSpec> {
   } catch (err) {
     throw usageError('STACK_FILE_INVALID', `${path} is not JSON: ${(err as Error).message}`, 'a stack spec is a JSON object {"services": [...]}')
   }
-  const [{Value}, {StackSpecSchema, stackSpecProblem}] = await Promise.all([import('@sinclair/typebox/value'), import('../shared/stack.js')])
+  const [{Value}, {StackSpecSchema, stackSpecProblem}] = await Promise.all([import('@sinclair/typebox/value'), import('../shared/stack-schema.js')])
   if (!Value.Check(StackSpecSchema, doc)) {
     const e = Value.Errors(StackSpecSchema, doc).First()
     const field = e?.path.replace(/^\//, '').replace(/\//g, '.') || '(top level)'

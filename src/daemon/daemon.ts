@@ -2,14 +2,12 @@ import {performance} from 'node:perf_hooks'
 
 import type {Logger} from 'pino'
 
-import {AGENT_NAMES, type AgentName} from '../shared/api.js'
-import type {Clock} from '../shared/clock.js'
+import {AGENT_NAMES, type AgentName} from '../shared/agents.js'
 import {JilError} from '../shared/errors.js'
 import type {HqClient} from '../shared/hq-client.js'
-import {createAgentContext, runAgent} from '../node/agents/run.js'
+import {createAgentContext, runAgent, type ContextOptions} from '../node/agents/run.js'
 import type {AgentContext} from '../node/agents/types.js'
 import {loadNodeIdentity} from '../node/identity.js'
-import type {Runtime} from '../node/runtime.js'
 import type {NodeSettings} from '../node/settings.js'
 import {REFUSAL_CODES, healthProbe, startHealthzServer, type HealthReason, type HqRefusal, type NodeHealth} from './healthz.js'
 import {createDaemonMetrics} from './metrics.js'
@@ -22,18 +20,11 @@ import {Scheduler, type Job, type RunRefusal, type Schedule, type Timers} from '
  * and returns), waits for the runs in flight, then closes.
  */
 
-export type DaemonOptions = {
-  stateDir: string
-  settings: NodeSettings
-  clock: Clock
-  log: Logger
-  version: string
-  /** Aborting it stops the daemon, as stop() does. */
-  signal?: AbortSignal
+/** What an agent context takes (`signal`: aborting it stops the daemon, as stop() does), and: */
+export type DaemonOptions = ContextOptions & {
   /** Tests drive the schedule with their own timers; the default is node's. */
   timers?: Timers
   random?: () => number
-  runtime?: Runtime
   /** The agents to schedule (default all four); the others can still be run with runNow. */
   agents?: readonly AgentName[]
   /** How long a /healthz answer is reused (default 5 s). */

@@ -5,6 +5,8 @@
  */
 import {Type, type Static} from '@sinclair/typebox'
 
+import {AGENT_NAMES} from './agents.js'
+
 export const Problem = Type.Object({
   type: Type.String(),
   title: Type.String(),
@@ -99,8 +101,7 @@ export const FindingSchema = Type.Object({
 })
 export type Finding = Static<typeof FindingSchema>
 
-export const AGENT_NAMES = ['health', 'maintenance', 'security', 'update'] as const
-export type AgentName = (typeof AGENT_NAMES)[number]
+export type {AgentName} from './agents.js'
 const AgentNameSchema = Type.Union(AGENT_NAMES.map((n) => Type.Literal(n)))
 
 /**

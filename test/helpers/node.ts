@@ -66,3 +66,18 @@ export async function testAgentContext(node: TestNode, o: {clock?: Clock; env?: 
     ...(o.signal ? {signal: o.signal} : {}),
   })
 }
+
+/** Agent contexts for the node a test file works on, all closed by `closeAll` (in afterEach). */
+export function agentContexts(node: () => TestNode): {context: (o?: Parameters<typeof testAgentContext>[1]) => ReturnType<typeof testAgentContext>; closeAll: () => Promise<void>} {
+  const open: {close(): Promise<void>}[] = []
+  return {
+    async context(o = {}) {
+      const ctx = await testAgentContext(node(), o)
+      open.push(ctx)
+      return ctx
+    },
+    async closeAll() {
+      for (const c of open.splice(0)) await c.close()
+    },
+  }
+}

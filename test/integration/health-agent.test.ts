@@ -16,8 +16,8 @@ import {ManualClock} from '../../src/shared/clock.js'
 import {HqClient} from '../../src/shared/hq-client.js'
 import type {DesiredService, DesiredState} from '../../src/shared/stack.js'
 import {startTestHq} from '../helpers/hq.js'
-import {removeContainersOf, testBaseImage} from '../helpers/images.js'
-import {joinTestNode, testAgentContext, userClient, type TestNode} from '../helpers/node.js'
+import {removeContainersOf, testBaseImage, testService} from '../helpers/images.js'
+import {joinTestNode, agentContexts, userClient, type TestNode} from '../helpers/node.js'
 
 const IMAGE = process.env.JIL_TEST_IMAGE
 if (!IMAGE && process.env.CI) throw new Error('JIL_TEST_IMAGE is not set: run `eval "$(scripts/test-services.sh env)"` first')
@@ -55,23 +55,8 @@ describe.runIf(IMAGE)('health agent on the real engine', () => {
   let node: TestNode
   let runtime: DockerRuntime
   const base = IMAGE ? testBaseImage() : {registry: '', repository: '', digest: ''}
-  const contexts: {close(): Promise<void>}[] = []
-  const context = async (o: Parameters<typeof testAgentContext>[1] = {}) => {
-    const ctx = await testAgentContext(node, o)
-    contexts.push(ctx)
-    return ctx
-  }
-  const service = (name: string, extra: Partial<DesiredService> = {}): DesiredService => ({
-    name,
-    image: 'jil/busybox',
-    repository: base.repository,
-    digest: base.digest,
-    version: 'v1.0',
-    critical: false,
-    network: 'none',
-    command: ['sleep', '3600'],
-    ...extra,
-  })
+  const {context, closeAll} = agentContexts(() => node)
+  const service = (name: string, extra: Partial<DesiredService> = {}): DesiredService => testService(name, extra)
   const run = async (nodeId: string, s: DesiredService) => {
     const id = await runtime.create(nodeId, s, containerName(nodeId, s.name))
     await runtime.start(id)
@@ -89,7 +74,7 @@ describe.runIf(IMAGE)('health agent on the real engine', () => {
     if (!(await runtime.hasImage(`${base.repository}@${base.digest}`))) await runtime.pull(base.repository, base.digest)
   })
   afterEach(async () => {
-    for (const c of contexts.splice(0)) await c.close()
+    await closeAll()
     for (const n of [NODE, OTHER]) await removeContainersOf(n)
   })
   afterAll(async () => {

@@ -15,7 +15,7 @@ import {ManualClock} from '../../src/shared/clock.js'
 import {exists} from '../../src/shared/files.js'
 import {startTestHq, tempDir} from '../helpers/hq.js'
 import {docker, removeContainersOf, testBaseImage} from '../helpers/images.js'
-import {joinTestNode, testAgentContext, type TestNode} from '../helpers/node.js'
+import {joinTestNode, agentContexts, type TestNode} from '../helpers/node.js'
 
 const IMAGE = process.env.JIL_TEST_IMAGE
 if (!IMAGE && process.env.CI) throw new Error('JIL_TEST_IMAGE is not set: run `eval "$(scripts/test-services.sh env)"` first')
@@ -49,12 +49,7 @@ describe.runIf(IMAGE)('maintenance agent on the real engine', () => {
   let work: Awaited<ReturnType<typeof tempDir>>
   let runtime: DockerRuntime
   const base = IMAGE ? testBaseImage() : {registry: '', repository: '', digest: ''}
-  const contexts: {close(): Promise<void>}[] = []
-  const context = async (o: Parameters<typeof testAgentContext>[1] = {}) => {
-    const ctx = await testAgentContext(node, o)
-    contexts.push(ctx)
-    return ctx
-  }
+  const {context, closeAll} = agentContexts(() => node)
   const images: string[] = []
   const volumes: string[] = []
 
@@ -70,7 +65,7 @@ describe.runIf(IMAGE)('maintenance agent on the real engine', () => {
     await runtime.create(NODE, {name: 'anchor', image: 'jil/busybox', repository: base.repository, digest: base.digest, version: 'v1.0', critical: false, network: 'none', command: ['sleep', '3600']}, containerName(NODE, 'anchor'))
   })
   afterEach(async () => {
-    for (const c of contexts.splice(0)) await c.close()
+    await closeAll()
   })
   afterAll(async () => {
     await removeContainersOf(NODE)

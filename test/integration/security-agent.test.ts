@@ -12,8 +12,8 @@ import type {AgentReport} from '../../src/shared/api.js'
 import {ManualClock} from '../../src/shared/clock.js'
 import type {DesiredService} from '../../src/shared/stack.js'
 import {startTestHq} from '../helpers/hq.js'
-import {docker, forgetImage, makeTestImage, removeContainersOf, signTestImage, testBaseImage, type TestImage} from '../helpers/images.js'
-import {joinTestNode, testAgentContext, type TestNode} from '../helpers/node.js'
+import {docker, forgetImage, makeTestImage, removeContainersOf, signTestImage, testBaseImage, testService, type TestImage} from '../helpers/images.js'
+import {joinTestNode, agentContexts, type TestNode} from '../helpers/node.js'
 
 const IMAGE = process.env.JIL_TEST_IMAGE
 if (!IMAGE && process.env.CI) throw new Error('JIL_TEST_IMAGE is not set: run `eval "$(scripts/test-services.sh env)"` first')
@@ -29,24 +29,8 @@ describe.runIf(IMAGE)('security agent on the real engine', () => {
   let runtime: DockerRuntime
   let unsigned: TestImage
   const base = IMAGE ? testBaseImage() : {registry: '', repository: '', digest: ''}
-  const contexts: {close(): Promise<void>}[] = []
-  const context = async (o: Parameters<typeof testAgentContext>[1] = {}) => {
-    const ctx = await testAgentContext(node, o)
-    contexts.push(ctx)
-    return ctx
-  }
-  const service = (name: string, extra: Partial<DesiredService> = {}): DesiredService => ({
-    name,
-    image: 'jil/busybox',
-    repository: base.repository,
-    digest: base.digest,
-    version: 'v1.0',
-    critical: false,
-    network: 'none',
-    command: ['sleep', '3600'],
-    user: '1000',
-    ...extra,
-  })
+  const {context, closeAll} = agentContexts(() => node)
+  const service = (name: string, extra: Partial<DesiredService> = {}): DesiredService => testService(name, {user: '1000', ...extra})
   const run = async (s: DesiredService) => {
     const id = await runtime.create(NODE, s, containerName(NODE, s.name))
     await runtime.start(id)
@@ -64,7 +48,7 @@ describe.runIf(IMAGE)('security agent on the real engine', () => {
     unsigned = await makeTestImage()
   })
   afterEach(async () => {
-    for (const c of contexts.splice(0)) await c.close()
+    await closeAll()
     await removeContainersOf(NODE)
   })
   afterAll(async () => {

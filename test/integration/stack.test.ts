@@ -1,7 +1,5 @@
-import {createHash} from 'node:crypto'
 import {readFile} from 'node:fs/promises'
 import {join} from 'node:path'
-import {gzipSync} from 'node:zlib'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
@@ -14,43 +12,14 @@ import {rollbackPayload, verifyDesiredState, verifyStackRecord, type DesiredStat
 import {extendTrust, type ServedKey} from '../../src/shared/signing-keys.js'
 import {signAsUser} from '../../src/shared/user-signature.js'
 import {startTestHq, tempDir} from '../helpers/hq.js'
+import {pushTinyImage} from '../helpers/images.js'
 import {joinTestNode, type TestNode} from '../helpers/node.js'
 import {freshPgDatabase, hasPg} from '../helpers/pg.js'
 
 const REGISTRY = process.env.JIL_TEST_REGISTRY
 if (!REGISTRY && process.env.CI) throw new Error('JIL_TEST_REGISTRY is not set: run `eval "$(scripts/test-services.sh env)"` first')
 
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
 
-/**
- * Pushes a tiny image REGISTRY/REPO:TAG over the distribution API, byte for byte the same on every
- * run (an empty layer, a config labelled with the reference), so reruns add nothing to the registry.
- */
-async function pushImage(repo: string, tag: string): Promise<string> {
-  const base = `http://${REGISTRY}/v2/${repo}`
-  const emptyTar = Buffer.alloc(1024)
-  const layer = gzipSync(emptyTar)
-  const config = Buffer.from(JSON.stringify({architecture: 'amd64', os: 'linux', config: {Labels: {'jil.test': `${repo}:${tag}`}}, rootfs: {type: 'layers', diff_ids: [sha256(emptyTar)]}}))
-  for (const blob of [layer, config]) {
-    if ((await fetch(`${base}/blobs/${sha256(blob)}`, {method: 'HEAD'})).ok) continue
-    const start = await fetch(`${base}/blobs/uploads/`, {method: 'POST'})
-    const url = new URL(start.headers.get('location')!, `http://${REGISTRY}`)
-    url.searchParams.set('digest', sha256(blob))
-    const put = await fetch(url, {method: 'PUT', body: blob, headers: {'content-type': 'application/octet-stream'}})
-    if (put.status !== 201) throw new Error(`blob upload: ${put.status} ${await put.text()}`)
-  }
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.docker.distribution.manifest.v2+json',
-      config: {mediaType: 'application/vnd.docker.container.image.v1+json', size: config.length, digest: sha256(config)},
-      layers: [{mediaType: 'application/vnd.docker.image.rootfs.diff.tar.gzip', size: layer.length, digest: sha256(layer)}],
-    }),
-  )
-  const res = await fetch(`${base}/manifests/${tag}`, {method: 'PUT', body: manifest, headers: {'content-type': 'application/vnd.docker.distribution.manifest.v2+json'}})
-  if (res.status !== 201) throw new Error(`manifest upload: ${res.status} ${await res.text()}`)
-  return sha256(manifest)
-}
 
 const API = 'jil/stack-api'
 const DB = 'jil/stack-db'
@@ -103,8 +72,8 @@ describe.runIf(REGISTRY).each(storages)('stacks and desired states on $name', (s
       await admin.close()
     }
     users.admin = {bundle: t.admin, client: await HqClient.connect(t.hq.url, t.admin)}
-    for (const v of ['v1.0', 'v1.1', 'v1.9', 'v1.10']) digests[`api@${v}`] = await pushImage(API, v)
-    digests['db@v2.0'] = await pushImage(DB, 'v2.0')
+    for (const v of ['v1.0', 'v1.1', 'v1.9', 'v1.10']) digests[`api@${v}`] = await pushTinyImage(API, v)
+    digests['db@v2.0'] = await pushTinyImage(DB, 'v2.0')
     // api v1.0 and v1.1 reach testnet (in order: versions on a track only go up); v1.9 and v1.10 stay on devnet.
     for (const v of ['v1.0', 'v1.1']) await toTestnet(await sign(v))
     for (const v of ['v1.9', 'v1.10']) await sign(v)

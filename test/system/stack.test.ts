@@ -1,8 +1,6 @@
-import {createHash} from 'node:crypto'
 import {writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 import {fileURLToPath} from 'node:url'
-import {gzipSync} from 'node:zlib'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
@@ -11,36 +9,12 @@ import {readBundle} from '../../src/shared/bundle.js'
 import {HqClient} from '../../src/shared/hq-client.js'
 import {jil, jilServe} from '../helpers/cli.js'
 import {tempDir} from '../helpers/hq.js'
+import {pushTinyImage} from '../helpers/images.js'
 import {joinTestNode, type TestNode} from '../helpers/node.js'
 
 const REGISTRY = process.env.JIL_TEST_REGISTRY
 const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/${name}`, import.meta.url))
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
 
-/** A tiny image pushed over the distribution API, the same bytes on every run (see test/integration/stack.test.ts). */
-async function pushImage(repo: string, tag: string): Promise<string> {
-  const base = `http://${REGISTRY}/v2/${repo}`
-  const emptyTar = Buffer.alloc(1024)
-  const layer = gzipSync(emptyTar)
-  const config = Buffer.from(JSON.stringify({architecture: 'amd64', os: 'linux', config: {Labels: {'jil.test': `${repo}:${tag}`}}, rootfs: {type: 'layers', diff_ids: [sha256(emptyTar)]}}))
-  for (const blob of [layer, config]) {
-    if ((await fetch(`${base}/blobs/${sha256(blob)}`, {method: 'HEAD'})).ok) continue
-    const url = new URL((await fetch(`${base}/blobs/uploads/`, {method: 'POST'})).headers.get('location')!, `http://${REGISTRY}`)
-    url.searchParams.set('digest', sha256(blob))
-    if ((await fetch(url, {method: 'PUT', body: blob})).status !== 201) throw new Error('blob upload failed')
-  }
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.docker.distribution.manifest.v2+json',
-      config: {mediaType: 'application/vnd.docker.container.image.v1+json', size: config.length, digest: sha256(config)},
-      layers: [{mediaType: 'application/vnd.docker.image.rootfs.diff.tar.gzip', size: layer.length, digest: sha256(layer)}],
-    }),
-  )
-  const res = await fetch(`${base}/manifests/${tag}`, {method: 'PUT', body: manifest, headers: {'content-type': 'application/vnd.docker.distribution.manifest.v2+json'}})
-  if (res.status !== 201) throw new Error(`manifest upload: ${res.status}`)
-  return sha256(manifest)
-}
 
 describe.runIf(REGISTRY)('stacks and the node list through the CLI', () => {
   let tmp: Awaited<ReturnType<typeof tempDir>>
@@ -64,7 +38,7 @@ describe.runIf(REGISTRY)('stacks and the node list through the CLI', () => {
     for (const [name, role] of [['ci', 'ci-pipeline'], ['olga', 'ops-lead'], ['vera', 'viewer']]) await ok(['hq', 'user', 'add', name!, '--role', role!, '--out', join(tmp.dir, `${name}.json`)])
     // Two releases of jil/stack-sys, both promoted to testnet (in order: versions on a track only go up).
     for (const v of ['v1.0', 'v1.1']) {
-      digests[v] = await pushImage('jil/stack-sys', v)
+      digests[v] = await pushTinyImage('jil/stack-sys', v)
       await ok(['hq', 'sign', `${REGISTRY}/jil/stack-sys:${v}`, '--version', v, '--commit', 'abcdef0', ...as('ci')])
       await ok(['hq', 'approve', `${REGISTRY}/jil/stack-sys@${digests[v]}`, '--track', 'testnet', ...as('olga')])
       await ok(['hq', 'promote', `${REGISTRY}/jil/stack-sys@${digests[v]}`, '--to', 'testnet', ...as('olga')])

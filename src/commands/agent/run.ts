@@ -2,13 +2,11 @@ import {Args, Flags} from '@oclif/core'
 
 import {JilCommand} from '../../base-command.js'
 import {table} from '../../cli/table.js'
-import type {AgentName, AgentReport} from '../../shared/api.js'
+import {AGENT_NAMES, type AgentName} from '../../shared/agents.js'
+import type {AgentReport} from '../../shared/api.js'
 
 export type AgentRunResult = AgentReport
 
-// Not api.ts's AGENT_NAMES: that module loads typebox, which a cron run has no use for. The Record
-// type keeps this list complete.
-const AGENTS: Record<AgentName, true> = {health: true, maintenance: true, security: true, update: true}
 
 export default class AgentRun extends JilCommand {
   static override summary = 'Run one node agent once (cron mode) and print its report.'
@@ -16,7 +14,7 @@ export default class AgentRun extends JilCommand {
   static override examples = ['<%= config.bin %> agent run health', '<%= config.bin %> agent run security --json --state-dir /var/lib/jil']
 
   static override args = {
-    name: Args.string({description: 'The agent to run.', required: true, options: Object.keys(AGENTS)}),
+    name: Args.string({description: 'The agent to run.', required: true, options: [...AGENT_NAMES]}),
   }
 
   static override flags = {

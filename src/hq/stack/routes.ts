@@ -3,7 +3,7 @@ import type {FastifyInstance} from 'fastify'
 
 import {JilError} from '../../shared/errors.js'
 import {isTrack, TRACKS, type Track} from '../../shared/manifest.js'
-import {SERVICE_NAME, StackSpecSchema} from '../../shared/stack.js'
+import {SERVICE_NAME, StackSpecSchema} from '../../shared/stack-schema.js'
 import type {UserSignature} from '../../shared/user-signature.js'
 import {principalOfRequest} from '../auth.js'
 import {verbatimValidator} from '../validation.js'

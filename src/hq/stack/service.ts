@@ -12,7 +12,6 @@ import {
   rollbackPayload,
   ROLLBACK_ROLES,
   signDocument,
-  stackSpecProblem,
   type DesiredService,
   type DesiredState,
   type RunMode,
@@ -20,6 +19,7 @@ import {
   type StackSpec,
   type UnsignedDesiredState,
 } from '../../shared/stack.js'
+import {stackSpecProblem} from '../../shared/stack-schema.js'
 import {verifyUserSignature, type UserSignature} from '../../shared/user-signature.js'
 import type {AuditLedger} from '../audit/ledger.js'
 import type {Principal} from '../auth.js'

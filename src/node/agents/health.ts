@@ -1,4 +1,5 @@
-import {AGENT_NAMES, type AgentSummary, type Finding, type Heartbeat, type HeartbeatService} from '../../shared/api.js'
+import {AGENT_NAMES} from '../../shared/agents.js'
+import type {AgentSummary, Finding, Heartbeat, HeartbeatService} from '../../shared/api.js'
 import {JilError, messageOf} from '../../shared/errors.js'
 import type {DesiredService, DesiredState} from '../../shared/stack.js'
 import {cometbftStatus, systemMetrics} from '../host.js'
