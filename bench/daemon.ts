@@ -153,11 +153,11 @@ try {
   emit('idle_cpu', round(((d1.utime + d1.stime + d1.cutime + d1.cstime - d0.utime - d0.stime - d0.cutime - d0.cstime) / 100 / secs) * 100, 2), '%')
   emit('settle', SETTLE_S, 's')
 } finally {
-  if (daemon && daemon.exitCode === null) {
+  if (daemon && daemon.exitCode === null && daemon.signalCode === null) {
     daemon.kill('SIGTERM')
     await new Promise((r) => daemon!.once('exit', r))
   }
-  if (hq && hq.exitCode === null) {
+  if (hq && hq.exitCode === null && hq.signalCode === null) {
     hq.kill('SIGTERM')
     await new Promise((r) => hq!.once('exit', r))
   }

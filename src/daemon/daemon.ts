@@ -6,9 +6,12 @@ import {AGENT_NAMES, type AgentName} from '../shared/agents.js'
 import {JilError} from '../shared/errors.js'
 import type {HqClient} from '../shared/hq-client.js'
 import {createAgentContext, runAgent, type ContextOptions} from '../node/agents/run.js'
+import {executeCommands, nodeCommandIo} from '../node/commands.js'
+import {readLastReport} from '../node/state.js'
 import type {AgentContext} from '../node/agents/types.js'
 import {loadNodeIdentity} from '../node/identity.js'
 import type {NodeSettings} from '../node/settings.js'
+import {startCommandLoop, type CommandLoop} from './command-loop.js'
 import {REFUSAL_CODES, healthProbe, startHealthzServer, type HealthReason, type HqRefusal, type NodeHealth} from './healthz.js'
 import {createDaemonMetrics} from './metrics.js'
 import {Scheduler, type Job, type RunRefusal, type Schedule, type Timers} from './scheduler.js'
@@ -29,6 +32,8 @@ export type DaemonOptions = ContextOptions & {
   agents?: readonly AgentName[]
   /** How long a /healthz answer is reused (default 5 s). */
   healthzCacheMs?: number
+  /** Long-poll HQ for fleet commands (default true). */
+  commands?: boolean
 }
 
 export type DaemonReady = {node_id: string; healthz: string}
@@ -70,7 +75,8 @@ export async function runDaemon(o: DaemonOptions): Promise<RunningDaemon> {
   const abort = new AbortController()
   const base = await createAgentContext({
     stateDir: o.stateDir,
-    settings: o.settings,
+    // The command loop below picks up fleet commands: the health runs leave them to it.
+    settings: o.commands === false ? o.settings : {...o.settings, commandsInHealthRun: false},
     clock: o.clock,
     log,
     version: o.version,
@@ -149,11 +155,12 @@ export async function runDaemon(o: DaemonOptions): Promise<RunningDaemon> {
   let resolveStopped!: () => void
   const stopped = new Promise<void>((r) => (resolveStopped = r))
   let stopPromise: Promise<void> | undefined
+  let commandLoop: CommandLoop | undefined
   const stop = (): Promise<void> => {
     stopPromise ??= (async () => {
       stopping = true
       log.info('stopping: no new runs; waiting for the runs in flight')
-      const drained = Promise.all([scheduler.stop(), manual.stop()])
+      const drained = Promise.all([scheduler.stop(), manual.stop(), commandLoop?.stop()])
       abort.abort(new JilError('DAEMON_STOPPING', 'the daemon is stopping'))
       await drained
       await server.close()
@@ -169,6 +176,7 @@ export async function runDaemon(o: DaemonOptions): Promise<RunningDaemon> {
   }
 
   scheduler.start()
+  if (o.commands !== false && !stopping) commandLoop = startCommands(ctx, (agent) => (scheduled.has(agent) ? scheduler : manual).runNow(agent))
   log.info({healthz: server.url, agents, jitter_ms: o.settings.jitterMs}, 'daemon started')
   return {
     ready: {node_id: nodeId, healthz: server.url},
@@ -177,6 +185,34 @@ export async function runDaemon(o: DaemonOptions): Promise<RunningDaemon> {
     stop,
     stopped,
   }
+}
+
+/**
+ * The fleet command loop of a daemon. A refresh runs the update agent through the scheduler's
+ * single-flight lock (waiting out a run in flight: it may have fetched the document before the
+ * change), so its report reaches HQ like any update run's.
+ */
+function startCommands(ctx: AgentContext, runNow: (agent: AgentName) => Promise<{ran: true} | {ran: false; reason: RunRefusal}>): CommandLoop {
+  const io = nodeCommandIo(ctx, {
+    refresh: async () => {
+      for (;;) {
+        const r = await runNow('update')
+        if (r.ran) break
+        if (r.reason !== 'busy') throw new JilError('DAEMON_STOPPING', 'the daemon is stopping: the refresh did not run', {hint: 'the next update run applies the desired state'})
+        await new Promise((resolve) => setTimeout(resolve, 1_000))
+      }
+      const report = await readLastReport(ctx.stateDir, 'update')
+      if (!report) throw new JilError('INTERNAL', 'the update run left no report')
+      return report
+    },
+  })
+  return startCommandLoop({
+    fetch: async (waitS, signal) => (await (await ctx.hq()).nodeCommands(waitS, signal)).commands,
+    execute: async (commands) => {
+      await executeCommands({stateDir: ctx.stateDir, clock: ctx.clock, log: ctx.log, io}, commands)
+    },
+    log: ctx.log,
+  })
 }
 
 /**

@@ -9,6 +9,9 @@ import type {Db} from '../shared/db/types.js'
 import type {AuditLedger} from './audit/ledger.js'
 import {auditRoutes} from './audit/routes.js'
 import {installAuth, principalOfRequest, type Principal} from './auth.js'
+import type {RunModeActions} from './fleet/actions.js'
+import {commandRoutes} from './fleet/command-routes.js'
+import type {CommandService} from './fleet/commands.js'
 import {fleetRoutes} from './fleet/routes.js'
 import type {FleetService} from './fleet/service.js'
 import {identityRoutes, type IdentityDeps} from './identity/routes.js'
@@ -32,6 +35,8 @@ export type HqAppDeps = {
   releases?: {service: ReleaseService; registry: string | undefined; tokens?: RegistryTokenIssuer; keyStore?: KeyStore}
   /** What nodes run and what they report: stacks, desired states, heartbeats, the node list. */
   runtime?: {stacks: StackService; fleet: FleetService}
+  /** Commands to nodes (long-poll, results, broadcast) and the run-mode actions that send them. */
+  commands?: {service: CommandService; actions: RunModeActions}
   /** Identity and access: absent only in tests that exercise the bare app. */
   identity?: Omit<IdentityDeps, 'caCertPem'>
   /** TLS material for the one listener; requestCert without rejectUnauthorized (DESIGN.md §4). */
@@ -58,7 +63,7 @@ export async function buildHqApp(deps: HqAppDeps): Promise<FastifyInstance> {
   }) as unknown as FastifyInstance
 
   installProblemHandlers(app)
-  installAuth(app, deps.db)
+  installAuth(app, deps.db, deps.clock)
   installRbac(app)
   const metrics = installMetrics(app)
   app.addHook('onResponse', async (req, reply) => {
@@ -85,6 +90,7 @@ export async function buildHqApp(deps: HqAppDeps): Promise<FastifyInstance> {
     stackRoutes(app, deps.runtime.stacks)
     fleetRoutes(app, deps.runtime.fleet)
   }
+  if (deps.commands) commandRoutes(app, deps.commands.service, deps.commands.actions)
   if (deps.identity) {
     deps.identity.sockets.attach(app.server as unknown as HttpsServer)
     identityRoutes(app, {...deps.identity, caCertPem: deps.caCertPem})

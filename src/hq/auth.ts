@@ -3,6 +3,7 @@ import type {TLSSocket} from 'node:tls'
 import type {FastifyInstance, FastifyRequest} from 'fastify'
 
 import type {Db} from '../shared/db/types.js'
+import type {Clock} from '../shared/clock.js'
 import {JilError} from '../shared/errors.js'
 import {normalizeSerial, principalOf} from '../shared/pki.js'
 
@@ -55,15 +56,34 @@ function tlsRejection(sock: TLSSocket): JilError {
   return new JilError('CERT_INVALID', `the client certificate was refused (${reason || 'unknown reason'})`, {status: 401, hint})
 }
 
+const expired = () => new JilError('CERT_EXPIRED', 'the client certificate has expired', {status: 401, hint: 'renew it (jil hq user renew, jil node renew) or get a new bundle'})
+
 type CertLookup = {kind: string; subject: string; revoked_at: Date | null; not_after: Date; role: string | null; user_revoked_at: Date | null}
 
-/** The onRequest hook that makes mutual TLS the gate of every non-anonymous route. */
-export function installAuth(app: FastifyInstance, db: Db): void {
+/**
+ * The onRequest hook that makes mutual TLS the gate of every non-anonymous route.
+ *
+ * The principal is looked up once per TLS socket and kept with it: a socket presents one
+ * certificate for its whole life, and a node's keep-alive connection then costs no database
+ * lookup per heartbeat. Revocation stays instant because a cached principal dies with its socket:
+ * the revoke routes destroy every live socket of the revoked serials before they answer (the
+ * SocketRegistry, src/hq/identity/revocation.ts), and other replicas' RevocationWatcher does the same
+ * within a second, so the revoked client's next request arrives on a new socket and is looked up.
+ */
+export function installAuth(app: FastifyInstance, db: Db, clock: Clock): void {
+  const principals = new WeakMap<TLSSocket, Principal>()
   app.decorateRequest('principal', undefined)
   app.addHook('onRequest', async (req) => {
     if (isAnonymousRoute(req.method, req.routeOptions.url)) return
     const sock = req.raw.socket as TLSSocket
     if (!sock.encrypted || !sock.authorized) throw tlsRejection(sock)
+    const known = principals.get(sock)
+    if (known) {
+      // TLS checked the dates at the handshake only; a keep-alive socket may outlive the certificate.
+      if (clock.now().getTime() >= known.notAfter.getTime()) throw expired()
+      req.principal = known
+      return
+    }
     const peer = sock.getPeerCertificate()
     const serial = normalizeSerial(peer.serialNumber)
     const claimed = principalOf({subjectAltName: peer.subjectaltname, subject: subjectLines(peer.subject)})
@@ -87,6 +107,8 @@ export function installAuth(app: FastifyInstance, db: Db): void {
     } else {
       throw new JilError('CERT_UNKNOWN', 'the client certificate does not match HQ\'s record of it', {status: 401, hint: 'use a bundle issued by this HQ'})
     }
+    if (clock.now().getTime() >= req.principal.notAfter.getTime()) throw expired()
+    if (!sock.destroyed) principals.set(sock, req.principal)
   })
 }
 

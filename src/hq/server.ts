@@ -17,7 +17,10 @@ import {CertificateAuthority} from './ca/ca.js'
 import {completeServerCertSwap, renewServerCertIfDue} from './ca/server-cert.js'
 import {CrlService, RevocationWatcher, SocketRegistry} from './identity/revocation.js'
 import {DEFAULT_JOIN_MINIMUMS, IdentityService, type JoinMinimums} from './identity/service.js'
+import {HeartbeatIngester, HeartbeatRetention} from './fleet/heartbeats.js'
 import {FleetService} from './fleet/service.js'
+import {RunModeActions} from './fleet/actions.js'
+import {CommandService} from './fleet/commands.js'
 import {ReleaseService} from './releases/service.js'
 import {StackService} from './stack/service.js'
 import {ensureTokenSigner, RegistryTokenIssuer} from './registry/token.js'
@@ -97,6 +100,7 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
       return s
     }
     const tokenSigner = await ensureTokenSigner(o.dataDir, ca)
+    const commands = new CommandService(db, ledger, o.clock)
     const app = await buildHqApp({
       releases: {
         service: releases,
@@ -118,6 +122,7 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
         stacks: new StackService(db, currentSigner, keys.caCert, ledger, o.clock),
         fleet: new FleetService(db, ledger, o.clock),
       },
+      commands: {service: commands, actions: new RunModeActions(db, ledger, commands)},
       identity: {
         identity: new IdentityService(db, ca, ledger, o.clock, o.joinMinimums ?? config.join_minimums ?? DEFAULT_JOIN_MINIMUMS),
         crl,
@@ -149,6 +154,10 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
     auditLoops.start()
     const watcher = new RevocationWatcher(db, sockets, o.clock, (err) => o.logger.error({err}, 'revocation watcher failed; retrying'))
     watcher.start()
+    // Heartbeat history older than the retention period is pruned by one replica at a time.
+    const heartbeatRetention = new HeartbeatRetention(db, o.clock, {onError: (err) => o.logger.error({err}, 'heartbeat history pruning failed; retrying')})
+    heartbeatRetention.start()
+    commands.startSweep(60_000, (err) => o.logger.error({err}, 'command expiry sweep failed; retrying'))
     let currentCert = keys.serverCert
     const liveDb = db
     const renewTimer = setInterval(() => {
@@ -183,6 +192,10 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
           clearInterval(renewTimer)
           clearInterval(crlTimer)
           await app.close()
+          // Requests are done: store what is still batched, and let a pruning run in flight finish.
+          await HeartbeatIngester.of(openDb).close()
+          await heartbeatRetention.stop()
+          commands.close()
           await watcher.stop()
           await auditLoops.stop()
           await openDb.close()

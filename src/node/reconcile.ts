@@ -168,7 +168,7 @@ function errorOf(err: unknown): {code: string; message: string} {
  * that exits fails at once. Bounded by the update timeout and by the daemon stopping (ctx.signal).
  * The wait is in real time: the engine runs health checks in real time whatever the node's clock says.
  */
-async function waitStarted(ctx: AgentContext, rt: Runtime, id: string, s: DesiredService, pollMs: number): Promise<void> {
+export async function waitStarted(ctx: AgentContext, rt: Runtime, id: string, s: DesiredService, pollMs: number): Promise<void> {
   const graceMs = s.grace_s !== undefined ? s.grace_s * 1000 : ctx.settings.updateGraceMs
   const timeoutMs = Math.max(ctx.settings.updateHealthTimeoutMs, graceMs + 2 * pollMs)
   const t0 = performance.now()
@@ -254,8 +254,16 @@ export async function applyReconcile(ctx: AgentContext, desired: DesiredState, p
   const services = new Map(desired.services.map((s) => [s.name, s]))
   const refusedServices = new Set<string>()
   const out: ServiceOutcome[] = []
+  // Stopping: /healthz already fails (it reads the applied document, written before this runs), so
+  // the load balancer drains the node for JIL_DRAIN before its services go.
+  let drained = desired.run_mode !== 'stopped' || ctx.settings.drainMs <= 0
 
   for (const a of plan) {
+    if (a.kind === 'stop' && !drained) {
+      drained = true
+      ctx.log.info({drain_ms: ctx.settings.drainMs}, 'draining before the services stop')
+      await sleep(ctx.settings.drainMs, undefined, {signal: ctx.signal}).catch(() => {})
+    }
     const s = services.get(a.service)
     const from = a.kind === 'create' ? null : {version: a.container.version, digest: a.container.digest}
     const to = a.kind === 'create' || a.kind === 'replace' ? {version: s?.version ?? null, digest: s?.digest ?? null} : a.kind === 'remove' ? null : from

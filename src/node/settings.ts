@@ -42,6 +42,15 @@ export type NodeSettings = {
   updateHealthTimeoutMs: number
   /** Running this long counts as started, for a service without a health check (its grace_s wins). */
   updateGraceMs: number
+  /** Between /healthz failing (stopped) and the services stopping: the load balancer drains the node meanwhile. */
+  drainMs: number
+  /** What a fleet `reboot` command runs on the host (sh -c); unset: reboot is reported, not done. */
+  rebootCommand: string | undefined
+  /**
+   * Whether the health run picks up fleet commands (cron mode). Not an environment setting: the
+   * daemon turns it off, because its own command loop long-polls them.
+   */
+  commandsInHealthRun: boolean
 }
 
 export const SETTINGS_ENV = {
@@ -66,6 +75,8 @@ export const SETTINGS_ENV = {
   restartWindow: 'JIL_RESTART_WINDOW',
   updateHealthTimeout: 'JIL_UPDATE_HEALTH_TIMEOUT',
   updateGrace: 'JIL_UPDATE_GRACE',
+  drain: 'JIL_DRAIN',
+  rebootCommand: 'JIL_REBOOT_COMMAND',
 } as const
 
 /** `90s`, `5m`, `6h`, `7d`, `250ms` → milliseconds. */
@@ -143,6 +154,9 @@ export function settingsFrom(stateDir: string, v: Readonly<Record<string, string
     restartWindowMs: dur('restartWindow', '1h'),
     updateHealthTimeoutMs: dur('updateHealthTimeout', '2m'),
     updateGraceMs: dur('updateGrace', '10s'),
+    drainMs: dur('drain', '30s', 0),
+    rebootCommand: get('rebootCommand'),
+    commandsInHealthRun: true,
   }
 }
 

@@ -201,3 +201,89 @@ export const FleetNodeSchema = Type.Object({
   system: Type.Union([HeartbeatSchema.properties.system, Type.Null()]),
 })
 export type FleetNode = Static<typeof FleetNodeSchema>
+
+// ---------------------------------------------------------------------------------------------
+// Commands to nodes (issue 7): HQ stores them, the node's daemon long-polls them, runs each once by
+// id and answers with a result.
+
+export const NODE_COMMANDS = ['refresh', 'cycle', 'pause', 'resume', 'stop', 'start', 'reboot'] as const
+export type NodeCommandName = (typeof NODE_COMMANDS)[number]
+export const COMMAND_STATUSES = ['pending', 'delivered', 'succeeded', 'failed', 'expired'] as const
+export type CommandStatus = (typeof COMMAND_STATUSES)[number]
+
+/** What a node reports for a command it ran. */
+export const CommandResultSchema = Type.Object(
+  {
+    ok: Type.Boolean(),
+    summary: Type.String({maxLength: 1000}),
+    error: Type.Optional(Type.Object({code: Type.String({maxLength: 100}), message: Type.String({maxLength: 1000})})),
+    details: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+  },
+  {additionalProperties: false},
+)
+export type CommandResult = Static<typeof CommandResultSchema>
+
+/** A command as a node receives it. */
+export const NodeCommandSchema = Type.Object({
+  id: Type.String(),
+  command: Type.Union(NODE_COMMANDS.map((c) => Type.Literal(c))),
+  created_at: Type.String(),
+  expires_at: Type.String(),
+  /** How many times HQ has handed it out (more than 1: a redelivery, which the node must not run again). */
+  deliveries: Type.Integer({minimum: 1}),
+})
+export type NodeCommand = Static<typeof NodeCommandSchema>
+
+/** A command as users see it. */
+export const FleetCommandSchema = Type.Object({
+  id: Type.String(),
+  node_id: Type.String(),
+  command: Type.Union(NODE_COMMANDS.map((c) => Type.Literal(c))),
+  status: Type.Union(COMMAND_STATUSES.map((s) => Type.Literal(s))),
+  created_by: Type.String(),
+  created_at: Type.String(),
+  expires_at: Type.String(),
+  delivered_at: Type.Union([Type.String(), Type.Null()]),
+  deliveries: Type.Integer({minimum: 0}),
+  finished_at: Type.Union([Type.String(), Type.Null()]),
+  result: Type.Union([CommandResultSchema, Type.Null()]),
+})
+export type FleetCommand = Static<typeof FleetCommandSchema>
+
+/** Who a command goes to: every active node, the active nodes of a zone, or one node. */
+export const CommandTargetSchema = Type.Union([
+  Type.Object({all: Type.Literal(true)}, {additionalProperties: false}),
+  Type.Object({zone: Type.String({pattern: '^[A-Z]{2}[/_][A-Z]+$'})}, {additionalProperties: false}),
+  Type.Object({node: Type.String({pattern: '^[A-Z]{2}-[A-Z0-9]{2,8}-[0-9]{2,3}$'})}, {additionalProperties: false}),
+])
+export type CommandTarget = Static<typeof CommandTargetSchema>
+
+export const RUN_MODE_ACTIONS = ['stop', 'start', 'pause', 'resume'] as const
+export type RunModeAction = (typeof RUN_MODE_ACTIONS)[number]
+
+/** The answer to `POST /v1/fleet/nodes/:id/{stop,start,pause,resume}`. */
+export type RunModeChange = {
+  node_id: string
+  action: RunModeAction
+  run_mode: 'running' | 'paused' | 'stopped'
+  previous_run_mode: 'running' | 'paused' | 'stopped'
+  /** False when the node already had that run mode (the refresh is sent all the same). */
+  changed: boolean
+  /** The refresh command that makes the node act now. */
+  command_id: string
+  message: string
+}
+
+/** What a node should run (HQ: its run mode and the sequence of the desired state last issued) and what it says it applied (its heartbeat). */
+export type DesiredVsApplied = {
+  desired: {run_mode: string; config_version: number; sequence: number | null}
+  applied: {run_mode: string; sequence: number; at: string} | null
+  /** Applied matches desired (run mode and sequence); null when the node never sent a heartbeat. */
+  in_sync: boolean | null
+}
+
+/** `GET /v1/fleet/nodes/:id`: the node as listed, the latest report of each agent, desired vs applied. */
+export type FleetNodeDetail = FleetNode & {
+  reports: Partial<Record<AgentReport['agent'], AgentReport & {received_at: string}>>
+  state: DesiredVsApplied
+}

@@ -1,6 +1,7 @@
 import type {Dispatcher} from 'undici'
 
 import type {AgentReport, AuditPage, ConsistencyProof, FleetNode, Health, Heartbeat, InclusionProof, Problem, WhoAmI} from './api.js'
+import type {CommandResult, CommandStatus, CommandTarget, FleetCommand, FleetNodeDetail, NodeCommand, NodeCommandName, RunModeAction, RunModeChange} from './api.js'
 import type {Checkpoint} from './audit.js'
 import {JilError, messageOf, systemCode} from './errors.js'
 import type {ImageManifest} from './manifest.js'
@@ -57,7 +58,7 @@ export class HqClient {
   }
 
   /** Sends a request; a problem+json answer becomes a JilError with HQ's code and hint. */
-  async request<T>(method: Dispatcher.HttpMethod, path: string, body?: unknown): Promise<T> {
+  async request<T>(method: Dispatcher.HttpMethod, path: string, body?: unknown, opts: {signal?: AbortSignal} = {}): Promise<T> {
     let res: Dispatcher.ResponseData
     try {
       res = await this.undici.request(this.baseUrl + path, {
@@ -67,8 +68,10 @@ export class HqClient {
         ...(body === undefined ? {} : {body: JSON.stringify(body)}),
         headersTimeout: 30_000,
         bodyTimeout: 30_000,
+        ...(opts.signal ? {signal: opts.signal} : {}),
       })
     } catch (err) {
+      if (opts.signal?.aborted) throw new JilError('ABORTED', `${method} ${path} was cancelled`, {cause: err})
       throw this.transportError(err)
     }
     const text = await res.body.text()
@@ -179,6 +182,39 @@ export class HqClient {
   /** HQ's CRL, PEM (signed by the CA: verify it before use). */
   crlPem(): Promise<string> {
     return this.request<string>('GET', '/v1/ca/crl?format=pem')
+  }
+
+  /** The node's open commands; with `wait`, HQ holds the request up to that many seconds (≤ 25) until one arrives. */
+  nodeCommands(waitS = 0, signal?: AbortSignal): Promise<{commands: NodeCommand[]}> {
+    return this.request('GET', `/v1/node/commands?wait=${Math.max(0, Math.floor(waitS))}`, undefined, signal ? {signal} : {})
+  }
+
+  commandResult(id: string, result: CommandResult): Promise<{id: string; status: CommandStatus; recorded: boolean}> {
+    return this.request('POST', `/v1/node/commands/${encodeURIComponent(id)}/result`, result)
+  }
+
+  // ---- commands and run-mode actions (users)
+
+  sendCommand(command: NodeCommandName, target: CommandTarget): Promise<{command: NodeCommandName; target: string; commands: FleetCommand[]}> {
+    return this.request('POST', '/v1/fleet/commands', {command, target})
+  }
+
+  fleetCommands(query: {node?: string; status?: CommandStatus; limit?: number} = {}): Promise<{commands: FleetCommand[]}> {
+    const qs = new URLSearchParams(Object.entries(query).filter(([, v]) => v !== undefined).map(([k, v]) => [k, String(v)]))
+    return this.request('GET', `/v1/fleet/commands${qs.size ? `?${qs}` : ''}`)
+  }
+
+  fleetCommand(id: string): Promise<FleetCommand> {
+    return this.request('GET', `/v1/fleet/commands/${encodeURIComponent(id)}`)
+  }
+
+  /** One node as HQ sees it: status, last reports, desired vs applied (GET /v1/fleet/nodes/:id). */
+  fleetNode(id: string): Promise<FleetNodeDetail> {
+    return this.request('GET', `/v1/fleet/nodes/${encodeURIComponent(id)}`)
+  }
+
+  runModeAction(nodeId: string, action: RunModeAction): Promise<RunModeChange> {
+    return this.request('POST', `/v1/fleet/nodes/${encodeURIComponent(nodeId)}/${action}`, {})
   }
 
   // ---- stacks and fleet (users)

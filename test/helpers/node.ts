@@ -51,7 +51,7 @@ export async function joinTestNode(hq: {url: string; caFingerprint: string}, adm
 
 /** Settings for a test node: the test engine, no jitter, healthz on a free port, overrides on top. */
 export function testSettings(stateDir: string, env: Record<string, string> = {}): NodeSettings {
-  return settingsFrom(stateDir, {JIL_DOCKER_HOST: process.env.JIL_TEST_DOCKER_HOST ?? process.env.DOCKER_HOST, JIL_HEALTHZ_LISTEN: '127.0.0.1:0', JIL_JITTER: '0s', ...env})
+  return settingsFrom(stateDir, {JIL_DOCKER_HOST: process.env.JIL_TEST_DOCKER_HOST ?? process.env.DOCKER_HOST, JIL_HEALTHZ_LISTEN: '127.0.0.1:0', JIL_JITTER: '0s', JIL_DRAIN: '0s', ...env})
 }
 
 /** An agent context for a joined test node. Close it after use. */

@@ -1,10 +1,11 @@
-import type {AgentReport, FleetNode, Heartbeat, NodeStatus} from '../../shared/api.js'
+import type {AgentReport, FleetNode, FleetNodeDetail, Heartbeat, NodeStatus} from '../../shared/api.js'
 import {canonicalJson} from '../../shared/canonical.js'
 import type {Clock} from '../../shared/clock.js'
 import type {Db} from '../../shared/db/types.js'
 import {JilError} from '../../shared/errors.js'
 import type {AuditLedger} from '../audit/ledger.js'
 import type {Principal} from '../auth.js'
+import {HeartbeatIngester} from './heartbeats.js'
 
 /** Nodes heartbeat every 60 s; three missed ones make a node offline. */
 export const HEARTBEAT_INTERVAL_MS = 60_000
@@ -78,7 +79,7 @@ export function isUpdateChange(r: AgentReport): boolean {
 
 export type FleetFilter = {zone?: string | undefined; status?: NodeStatus | undefined; version?: string | undefined}
 
-export type NodeDetail = FleetNode & {reports: Partial<Record<AgentReport['agent'], AgentReport & {received_at: string}>>}
+export type NodeDetail = FleetNodeDetail
 
 // One statement for the whole list: nodes, their latest heartbeat and their newest live certificate.
 const LIST_SQL = `
@@ -103,11 +104,8 @@ export class FleetService {
   async recordHeartbeat(p: Principal, hb: Heartbeat): Promise<{received_at: string}> {
     const nodeId = this.caller(p, hb.node_id, 'heartbeat')
     const now = this.clock.now()
-    await this.db.query(
-      `INSERT INTO node_heartbeats (node_id, received_at, body) VALUES ($1, $2, $3)
-       ON CONFLICT (node_id) DO UPDATE SET received_at = EXCLUDED.received_at, body = EXCLUDED.body`,
-      [nodeId, now, JSON.stringify(hb)],
-    )
+    // Batched with the rest of the fleet's heartbeats; resolves once its batch has committed (a 200 means stored).
+    await HeartbeatIngester.of(this.db).submit(nodeId, now, hb)
     return {received_at: now.toISOString()}
   }
 
@@ -143,7 +141,19 @@ export class FleetService {
     const row = rows[0]
     if (!row) throw new JilError('NODE_UNKNOWN', `no node ${id}`, {status: 404, hint: 'see jil fleet nodes'})
     const {rows: reports} = await this.db.query<{agent: AgentReport['agent']; received_at: Date; body: AgentReport}>('SELECT agent, received_at, body FROM node_reports WHERE node_id = $1 ORDER BY agent', [id])
-    return {...toFleetNode(row, now), reports: Object.fromEntries(reports.map((r) => [r.agent, {...r.body, received_at: r.received_at.toISOString()}]))}
+    // Desired: the run mode and config HQ holds now, and the sequence of the document it last issued
+    // (the next fetch issues a higher one if the content changed since). Applied: the node's heartbeat.
+    const {rows: want} = await this.db.query<{config_version: number; sequence: string | number | null}>(
+      'SELECT n.config_version, s.sequence FROM nodes n LEFT JOIN desired_state_sequences s ON s.node_id = n.id WHERE n.id = $1',
+      [id],
+    )
+    const desired = {run_mode: row.run_mode, config_version: want[0]?.config_version ?? 0, sequence: want[0]?.sequence == null ? null : Number(want[0].sequence)}
+    const applied = row.heartbeat && row.last_heartbeat_at ? {run_mode: row.heartbeat.run_mode, sequence: row.heartbeat.desired_sequence, at: row.last_heartbeat_at.toISOString()} : null
+    return {
+      ...toFleetNode(row, now),
+      reports: Object.fromEntries(reports.map((r) => [r.agent, {...r.body, received_at: r.received_at.toISOString()}])),
+      state: {desired, applied, in_sync: applied ? applied.run_mode === desired.run_mode && applied.sequence === desired.sequence : null},
+    }
   }
 
   /** A node speaks only for itself. */

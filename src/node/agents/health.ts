@@ -256,9 +256,12 @@ export const healthAgent: Agent = async (ctx) => {
     throw new JilError(err.code, `heartbeat not sent (${err.message}); ${did}`.slice(0, 900), {...(err.hint ? {hint: err.hint} : {}), status: err.status, cause: err})
   }
 
+  const commands = ctx.settings.commandsInHealthRun ? await runPendingCommands(ctx) : undefined
+  if (commands?.finding) findings.push(commands.finding)
+
   const down = counts.total - counts.running + counts.unhealthy
   return {
-    summary: `${counts.running}/${counts.total} containers running${down ? `, ${down} down or unhealthy` : ''}; ${did}${r.crashLoops.length ? `; crash-looping: ${r.crashLoops.join(', ')}` : ''}; heartbeat sent`.slice(0, 1000),
+    summary: `${counts.running}/${counts.total} containers running${down ? `, ${down} down or unhealthy` : ''}; ${did}${r.crashLoops.length ? `; crash-looping: ${r.crashLoops.join(', ')}` : ''}; heartbeat sent${commands?.ran.length ? `; ran ${commands.ran.join(', ')}` : ''}`.slice(0, 1000),
     findings,
     details: {
       restarted: r.restarted,
@@ -270,6 +273,31 @@ export const healthAgent: Agent = async (ctx) => {
       cert: {serial: id.cert.serial, not_after: id.cert.notAfter.toISOString(), renewed: renewal.renewed},
       ...(hb.consensus ? {consensus: hb.consensus} : {}),
       heartbeat: 'sent',
+      ...(commands ? {commands: commands.ran} : {}),
     },
+  }
+}
+
+/**
+ * Cron mode (no daemon, so no command loop): after its heartbeat the health run takes the node's
+ * pending fleet commands without waiting and runs them. Failing to fetch them is a finding, not a
+ * failed run: the heartbeat went out.
+ */
+async function runPendingCommands(ctx: AgentContext): Promise<{ran: string[]; finding?: Finding}> {
+  try {
+    const {pickUpCommands} = await import('../commands.js')
+    const runs = await pickUpCommands(ctx)
+    return {ran: runs.map((r) => `${r.command}${r.result.ok ? '' : ' (failed)'}`)}
+  } catch (err) {
+    return {
+      ran: [],
+      finding: {
+        id: 'fleet-commands',
+        severity: 'warning',
+        title: 'fleet commands could not be fetched',
+        evidence: `${err instanceof JilError ? err.code : 'ERROR'}: ${messageOf(err)}`.slice(0, 4000),
+        remediation: 'the next health run tries again; check HQ is reachable',
+      },
+    }
   }
 }

@@ -55,4 +55,6 @@ export const LOCKS = {
   migrate: 0x6a696c00_00000001n,
   auditSequencer: 0x6a696c00_00000002n,
   crl: 0x6a696c00_00000003n,
+  /** The heartbeat history's retention loop (one replica prunes). */
+  heartbeatRetention: 0x6a696c00_00000004n,
 } as const

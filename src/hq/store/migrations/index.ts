@@ -5,6 +5,8 @@ import m003 from './003_identity.sql'
 import m004 from './004_releases.sql'
 import m005 from './005_key_rotation.sql'
 import m006 from './006_node_runtime.sql'
+import m007 from './007_fleet_commands.sql'
+import m008 from './008_heartbeat_scale.sql'
 
 /** HQ's schema, in order. A new migration is a new NNN_name.sql file added here; applied ones never change. */
 export const HQ_MIGRATIONS: readonly Migration[] = [
@@ -14,4 +16,6 @@ export const HQ_MIGRATIONS: readonly Migration[] = [
   {version: 4, name: 'releases', sql: m004},
   {version: 5, name: 'key_rotation', sql: m005},
   {version: 6, name: 'node_runtime', sql: m006},
+  {version: 7, name: 'fleet_commands', sql: m007},
+  {version: 8, name: 'heartbeat_scale', sql: m008},
 ]

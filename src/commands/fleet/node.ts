@@ -1,0 +1,62 @@
+import {JilCommand, hqFlags} from '../../base-command.js'
+import {heartbeatAge, versionsCell} from '../../cli/stack.js'
+import {keyValues, table} from '../../cli/table.js'
+import type {FleetNodeDetail} from '../../shared/api.js'
+import {usageError} from '../../shared/errors.js'
+import {nodeArg} from './stop.js'
+
+export type FleetNodeResult = FleetNodeDetail
+
+export default class FleetNode extends JilCommand {
+  static override summary = 'Show one node: status, run mode, versions, last heartbeat, its agents\' last reports, desired vs applied.'
+  static override description =
+    "Desired is what HQ holds for the node now (run mode, config version, the sequence of the desired state it last issued); applied is what the node's last heartbeat says it applied. They differ until the node has acted on a change."
+  static override examples = ['<%= config.bin %> fleet node CH-ZUG-01', '<%= config.bin %> fleet node CH-ZUG-01 --json']
+  static override args = nodeArg
+  static override flags = {...hqFlags}
+
+  async run(): Promise<FleetNodeResult> {
+    const {args, flags} = await this.parse(FleetNode)
+    const id = args.node.toUpperCase()
+    if (!/^[A-Z]{2}-[A-Z0-9]{2,8}-\d{2,3}$/.test(id)) throw usageError('NODE_ID_INVALID', `${JSON.stringify(args.node)} is not a node id`, 'node ids look like CH-ZUG-01 (see jil fleet nodes)')
+    const {withHq} = await import('../../cli/hq-session.js')
+    return withHq(flags, ({client}) => client.fleetNode(id))
+  }
+
+  protected override render(n: FleetNodeResult): void {
+    const s = n.state
+    const applied = s.applied ? `${s.applied.run_mode}, sequence ${s.applied.sequence}` : '-'
+    const desired = `${s.desired.run_mode}, sequence ${s.desired.sequence ?? '-'}, config v${s.desired.config_version}`
+    this.log(
+      keyValues([
+        ['node', n.id],
+        ['zone', n.zone],
+        ['operator', n.operator],
+        ['track', n.track],
+        ['status', n.status],
+        ['run mode', n.run_mode],
+        ['versions', versionsCell(n)],
+        ['last heartbeat', n.last_heartbeat_at ? `${n.last_heartbeat_at} (${heartbeatAge(n.heartbeat_age_s)})` : 'never'],
+        ['certificate until', n.cert_not_after],
+        ['desired', desired],
+        ['applied', applied],
+        ['in sync', s.in_sync === null ? '-' : s.in_sync ? 'yes' : 'no'],
+      ]),
+    )
+    const reports = Object.values(n.reports)
+    if (reports.length === 0) return
+    this.log('')
+    this.log(
+      table(
+        reports.map((r) => ({agent: r.agent, ok: r.ok ? 'ok' : 'FAILED', at: r.finished_at, findings: r.findings.length, summary: r.summary})),
+        [
+          {key: 'agent', header: 'agent'},
+          {key: 'ok', header: 'ok'},
+          {key: 'at', header: 'at'},
+          {key: 'findings', header: 'findings'},
+          {key: 'summary', header: 'summary'},
+        ],
+      ),
+    )
+  }
+}
