@@ -4,6 +4,7 @@ import {isAbsolute, join, resolve} from 'node:path'
 
 import {JilError, systemCode, usageError} from '../shared/errors.js'
 import {fileError, lockFile, writeFileAtomic} from '../shared/files.js'
+import {NODE_ID_PATTERN} from '../shared/ids.js'
 
 /**
  * The node's state dir (DESIGN.md §10): its config, its key and, once joined, its certificate and
@@ -57,11 +58,7 @@ export function resolveStateDir(dir: string | undefined, env: NodeJS.ProcessEnv 
 // Validation of what an operator types. HQ validates again and is authoritative; these checks give
 // a usage error with the fix before anything is written or sent.
 
-/**
- * A node id: country, site, number — `CH-ZUG-01`, `AE-ADGM-01`. Upper case only, so that the id in
- * the cert, in topic names and in HQ's table is one spelling. The same pattern as HQ's nodes table.
- */
-export const NODE_ID_PATTERN = /^[A-Z]{2}-[A-Z0-9]{2,8}-\d{2,3}$/
+export {NODE_ID_PATTERN} from '../shared/ids.js'
 
 /**
  * A zone as written on the command line: `CC/REGULATOR`. Only the shape is checked here: the 13

@@ -6,6 +6,7 @@
 import {Type, type Static} from '@sinclair/typebox'
 
 import {AGENT_NAMES} from './agents.js'
+import {NODE_ID_PATTERN} from './ids.js'
 
 export const Problem = Type.Object({
   type: Type.String(),
@@ -254,7 +255,7 @@ export type FleetCommand = Static<typeof FleetCommandSchema>
 export const CommandTargetSchema = Type.Union([
   Type.Object({all: Type.Literal(true)}, {additionalProperties: false}),
   Type.Object({zone: Type.String({pattern: '^[A-Z]{2}[/_][A-Z]+$'})}, {additionalProperties: false}),
-  Type.Object({node: Type.String({pattern: '^[A-Z]{2}-[A-Z0-9]{2,8}-[0-9]{2,3}$'})}, {additionalProperties: false}),
+  Type.Object({node: Type.String({pattern: NODE_ID_PATTERN.source})}, {additionalProperties: false}),
 ])
 export type CommandTarget = Static<typeof CommandTargetSchema>
 

@@ -8,6 +8,7 @@ import type {CommandStatus, CommandTarget, FleetCommand, NodeCommandName} from '
 import {JilError, messageOf, usageError} from '../../shared/errors.js'
 import type {HqClient} from '../../shared/hq-client.js'
 import {parseDuration} from '../../node/settings.js'
+import {NODE_ID_PATTERN} from '../../shared/ids.js'
 
 export const BROADCAST_COMMANDS = ['refresh', 'cycle', 'pause', 'resume', 'reboot'] as const
 
@@ -117,7 +118,7 @@ export default class FleetBroadcast extends JilCommand {
       target = {zone: zone.replace('_', '/')}
     } else {
       const node = flags.node!.toUpperCase()
-      if (!/^[A-Z]{2}-[A-Z0-9]{2,8}-\d{2,3}$/.test(node)) throw usageError('NODE_ID_INVALID', `--node ${JSON.stringify(flags.node)} is not a node id`, 'node ids look like CH-ZUG-01 (see jil fleet nodes)')
+      if (!NODE_ID_PATTERN.test(node)) throw usageError('NODE_ID_INVALID', `--node ${JSON.stringify(flags.node)} is not a node id`, 'node ids look like CH-ZUG-01 (see jil fleet nodes)')
       target = {node}
     }
     const waitMs = parseDuration(flags.wait, '--wait', 0)

@@ -4,6 +4,7 @@ import {keyValues, table} from '../../cli/table.js'
 import type {FleetNodeDetail} from '../../shared/api.js'
 import {usageError} from '../../shared/errors.js'
 import {nodeArg} from './stop.js'
+import {NODE_ID_PATTERN} from '../../shared/ids.js'
 
 export type FleetNodeResult = FleetNodeDetail
 
@@ -18,7 +19,7 @@ export default class FleetNode extends JilCommand {
   async run(): Promise<FleetNodeResult> {
     const {args, flags} = await this.parse(FleetNode)
     const id = args.node.toUpperCase()
-    if (!/^[A-Z]{2}-[A-Z0-9]{2,8}-\d{2,3}$/.test(id)) throw usageError('NODE_ID_INVALID', `${JSON.stringify(args.node)} is not a node id`, 'node ids look like CH-ZUG-01 (see jil fleet nodes)')
+    if (!NODE_ID_PATTERN.test(id)) throw usageError('NODE_ID_INVALID', `${JSON.stringify(args.node)} is not a node id`, 'node ids look like CH-ZUG-01 (see jil fleet nodes)')
     const {withHq} = await import('../../cli/hq-session.js')
     return withHq(flags, ({client}) => client.fleetNode(id))
   }

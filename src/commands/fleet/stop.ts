@@ -3,15 +3,14 @@ import {Args} from '@oclif/core'
 import {JilCommand, hqFlags} from '../../base-command.js'
 import type {RunModeAction, RunModeChange} from '../../shared/api.js'
 import {usageError} from '../../shared/errors.js'
+import {NODE_ID_PATTERN} from '../../shared/ids.js'
 
 export type FleetRunModeResult = RunModeChange
-
-const NODE_ID = /^[A-Z]{2}-[A-Z0-9]{2,8}-\d{2,3}$/
 
 /** What stop, start, pause and resume share: check the id, ask HQ to change the node's run mode. */
 export async function changeRunMode(flags: {hq?: string | undefined; user?: string | undefined}, id: string, action: RunModeAction): Promise<RunModeChange> {
   const nodeId = id.toUpperCase()
-  if (!NODE_ID.test(nodeId)) throw usageError('NODE_ID_INVALID', `${JSON.stringify(id)} is not a node id`, 'node ids look like CH-ZUG-01 (see jil fleet nodes)')
+  if (!NODE_ID_PATTERN.test(nodeId)) throw usageError('NODE_ID_INVALID', `${JSON.stringify(id)} is not a node id`, 'node ids look like CH-ZUG-01 (see jil fleet nodes)')
   const {withHq} = await import('../../cli/hq-session.js')
   return withHq(flags, ({client}) => client.runModeAction(nodeId, action))
 }

@@ -7,8 +7,9 @@ import {principalOfRequest} from '../auth.js'
 import {verbatimValidator} from '../validation.js'
 import type {RunModeActions} from './actions.js'
 import {MAX_WAIT_S, type CommandService} from './commands.js'
+import {NODE_ID_PATTERN} from '../../shared/ids.js'
 
-const NodeId = Type.String({pattern: '^[A-Z]{2}-[A-Z0-9]{2,8}-[0-9]{2,3}$'})
+const NodeId = Type.String({pattern: NODE_ID_PATTERN.source})
 const CommandId = Type.String({pattern: '^cmd_[0-9a-z]{20}$'})
 const WaitQuery = Type.Object({wait: Type.Optional(Type.Integer({minimum: 0, maximum: MAX_WAIT_S}))}, {additionalProperties: false})
 const ListQuery = Type.Object(

@@ -6,8 +6,9 @@ import {principalOfRequest} from '../auth.js'
 import {zoneFromUrl} from '../identity/service.js'
 import {verbatimValidator} from '../validation.js'
 import type {FleetService} from './service.js'
+import {NODE_ID_PATTERN} from '../../shared/ids.js'
 
-const NodeId = Type.String({pattern: '^[A-Z]{2}-[A-Z0-9]{2,8}-[0-9]{2,3}$'})
+const NodeId = Type.String({pattern: NODE_ID_PATTERN.source})
 const Received = Type.Object({received_at: Type.String()})
 const NodesQuery = Type.Object(
   {

@@ -8,10 +8,11 @@ import {principalOfRequest} from '../auth.js'
 import {authorize} from '../rbac.js'
 import type {CrlService, SocketRegistry} from './revocation.js'
 import {actorOf, TRACKS, type IdentityService} from './service.js'
+import {NODE_ID_PATTERN} from '../../shared/ids.js'
 
 const Csr = Type.String({minLength: 100, maxLength: 8192})
 const Reason = Type.String({minLength: 1, maxLength: 500})
-const NodeId = Type.String({pattern: '^[A-Z]{2}-[A-Z0-9]{2,8}-[0-9]{2,3}$'})
+const NodeId = Type.String({pattern: NODE_ID_PATTERN.source})
 
 const UserAdd = Type.Object({name: Type.String({minLength: 1, maxLength: 63}), role: Type.String(), csr: Csr}, {additionalProperties: false})
 const Operator = Type.Object({name: Type.String({minLength: 1, maxLength: 100}), kyc: Type.Union([Type.Literal('approved'), Type.Literal('pending'), Type.Literal('rejected')])}, {additionalProperties: false})
