@@ -11,7 +11,7 @@ import {lockFile, type FileLock} from '../shared/files.js'
 import type {AgentContext} from './agents/types.js'
 import {waitStarted} from './reconcile.js'
 import {containerName} from './runtime.js'
-import {lockContainers, readAgentRecord, readAppliedDesiredState, writeAgentRecord} from './state.js'
+import {lockContainersWhenFree, readAgentRecord, readAppliedDesiredState, writeAgentRecord} from './state.js'
 
 /**
  * Fleet commands on the node (DESIGN.md §5, issue 7): each command id runs at most once, however
@@ -188,7 +188,7 @@ export function nodeCommandIo(ctx: AgentContext, o: {refresh?: () => Promise<Age
  * containers lock like an update (health does not restart what is being cycled).
  */
 export async function cycleServices(ctx: AgentContext, pollMs = 250): Promise<CommandResult> {
-  const lock = await lockWhenFree(ctx)
+  const lock = await lockContainersWhenFree(ctx.stateDir, 'update', {waitMs: BUSY_WAIT_MS, signal: ctx.signal, pollMs: 500})
   try {
     const desired = await readAppliedDesiredState(ctx.stateDir)
     if (!desired) throw new JilError('NO_DESIRED_STATE', 'the node has applied no desired state yet: nothing to cycle', {hint: 'send a refresh first'})
@@ -220,17 +220,6 @@ export async function cycleServices(ctx: AgentContext, pollMs = 250): Promise<Co
   }
 }
 
-/** The containers lock, waiting while another run (an update, a health run's restarts) holds it. */
-async function lockWhenFree(ctx: AgentContext): Promise<FileLock> {
-  for (let waited = 0; ; waited += 500) {
-    try {
-      return await lockContainers(ctx.stateDir, 'update')
-    } catch (err) {
-      if (!(err instanceof JilError && err.code === 'CONTAINERS_BUSY') || waited >= BUSY_WAIT_MS || ctx.signal.aborted) throw err
-      await sleep(500, undefined, {signal: ctx.signal}).catch(() => {})
-    }
-  }
-}
 
 /** `reboot`: the host command the operator configured (JIL_REBOOT_COMMAND), or only a report. */
 export async function rebootHost(command: string | undefined, timeoutMs = 5 * 60_000): Promise<CommandResult> {

@@ -1,4 +1,5 @@
 import {readFile} from 'node:fs/promises'
+import {setTimeout as sleep} from 'node:timers/promises'
 import {join} from 'node:path'
 
 import type {AgentName, AgentReport} from '../shared/api.js'
@@ -80,4 +81,25 @@ export function lockContainers(stateDir: string, holder: 'update' | 'health'): P
   return lockFile(join(stateDir, STATE_FILES.containersLock), holder, (other) =>
     new JilError('CONTAINERS_BUSY', `the ${other.holder} agent (pid ${other.pid}) is changing the node's containers`, {hint: 'wait for it to finish', details: {holder: other.holder}}),
   )
+}
+
+/**
+ * lockContainers, waiting while the lock is busy: up to `waitMs`, and only while `waitFor(holder)`
+ * says the holder is worth waiting for (default: any). Then the CONTAINERS_BUSY error stands.
+ */
+export async function lockContainersWhenFree(
+  stateDir: string,
+  holder: 'update' | 'health',
+  o: {waitMs: number; signal: AbortSignal; waitFor?: (holder: unknown) => boolean; pollMs?: number},
+): Promise<FileLock> {
+  const pollMs = o.pollMs ?? 250
+  for (let waited = 0; ; waited += pollMs) {
+    try {
+      return await lockContainers(stateDir, holder)
+    } catch (err) {
+      if (!(err instanceof JilError && err.code === 'CONTAINERS_BUSY')) throw err
+      if (waited >= o.waitMs || o.signal.aborted || !(o.waitFor?.(err.details?.holder) ?? true)) throw err
+      await sleep(pollMs, undefined, {signal: o.signal}).catch(() => {})
+    }
+  }
 }

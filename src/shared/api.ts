@@ -6,6 +6,7 @@
 import {Type, type Static} from '@sinclair/typebox'
 
 import {AGENT_NAMES} from './agents.js'
+import {NODE_STATUSES} from './fleet.js'
 import {NODE_ID_PATTERN} from './ids.js'
 
 export const Problem = Type.Object({
@@ -182,8 +183,7 @@ export const HeartbeatSchema = Type.Object({
 export type Heartbeat = Static<typeof HeartbeatSchema>
 
 /** A node as `GET /v1/fleet/nodes` lists it; status is derived, never stored loosely. */
-export const NODE_STATUSES = ['pending', 'active', 'degraded', 'offline', 'paused', 'stopped', 'upgrading', 'revoked'] as const
-export type NodeStatus = (typeof NODE_STATUSES)[number]
+export {NODE_STATUSES, type NodeStatus} from './fleet.js'
 
 export const FleetNodeSchema = Type.Object({
   id: Type.String(),

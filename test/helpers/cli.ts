@@ -1,4 +1,6 @@
 import {spawn, type ChildProcess} from 'node:child_process'
+import {readFile, writeFile} from 'node:fs/promises'
+import {join} from 'node:path'
 import {createInterface} from 'node:readline'
 import {fileURLToPath} from 'node:url'
 
@@ -49,4 +51,19 @@ export function jilServe(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{
     })
     void exited.then((code) => reject(new Error(`exited ${code} before ready:\n${stderr}`)))
   })
+}
+
+/**
+ * `jil hq init` into DIR/hq, HQ's join minimums lowered (this machine, or CI's, must not decide a
+ * test), then `jil hq serve` on 127.0.0.1:0 as a child process. Sets env.JIL_HQ_URL to its URL.
+ */
+export async function startHqProcess(dir: string, env: NodeJS.ProcessEnv): Promise<{serve: Awaited<ReturnType<typeof jilServe>>; fingerprint: string; hqDir: string}> {
+  const hqDir = join(dir, 'hq')
+  const init = await jil(['hq', 'init', '--data-dir', hqDir, '--json'], env)
+  if (init.code !== 0) throw new Error(`jil hq init failed:\n${init.stderr}`)
+  const config = JSON.parse(await readFile(join(hqDir, 'config.json'), 'utf8'))
+  await writeFile(join(hqDir, 'config.json'), JSON.stringify({...config, join_minimums: {cpu_cores: 1, memory_bytes: 1, disk_bytes: 1}}), {mode: 0o600})
+  const serve = await jilServe(['hq', 'serve', '--data-dir', hqDir, '--listen', '127.0.0.1:0', '--json'], env)
+  env.JIL_HQ_URL = serve.ready.url
+  return {serve, fingerprint: init.json().ca_fingerprint as string, hqDir}
 }

@@ -1,9 +1,8 @@
-import {readFile, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {jil, jilServe} from '../helpers/cli.js'
+import {jil, jilServe, startHqProcess} from '../helpers/cli.js'
 import {tempDir} from '../helpers/hq.js'
 
 const NODE = 'AU-FCLI-01'
@@ -22,14 +21,10 @@ describe('jil fleet commands (CLI)', () => {
 
   beforeAll(async () => {
     tmp = await tempDir('jil-fcli-')
-    const hqDir = join(tmp.dir, 'hq')
     env = {XDG_CONFIG_HOME: join(tmp.dir, 'config'), JIL_USER: '', JIL_DATABASE_URL: '', JIL_HQ_URL: '', JIL_STATE_DIR: '', JIL_NODE_ID: ''}
-    const init = await ok(['hq', 'init', '--data-dir', hqDir, '--json'])
-    const fingerprint = init.json().ca_fingerprint as string
-    const config = JSON.parse(await readFile(join(hqDir, 'config.json'), 'utf8'))
-    await writeFile(join(hqDir, 'config.json'), JSON.stringify({...config, join_minimums: {cpu_cores: 1, memory_bytes: 1, disk_bytes: 1}}), {mode: 0o600})
-    serve = await jilServe(['hq', 'serve', '--data-dir', hqDir, '--listen', '127.0.0.1:0', '--json'], env)
-    env.JIL_HQ_URL = serve.ready.url
+    const hq = await startHqProcess(tmp.dir, env)
+    serve = hq.serve
+    const fingerprint = hq.fingerprint
     await ok(['hq', 'operator', 'add', 'Southern Cross Nodes', '--kyc', 'approved'])
     const token = (await ok(['hq', 'token', 'create', '--node-id', NODE, '--jurisdiction', 'AU/ASIC', '--operator', 'Southern Cross Nodes', '--json'])).json().token as string
     await ok(['hq', 'token', 'create', '--node-id', PENDING, '--jurisdiction', 'AU/ASIC', '--operator', 'Southern Cross Nodes'])

@@ -1,9 +1,9 @@
-import {readFile, writeFile} from 'node:fs/promises'
+import {writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {jil, jilServe} from '../helpers/cli.js'
+import {jil, jilServe, startHqProcess} from '../helpers/cli.js'
 import {tempDir} from '../helpers/hq.js'
 import {containersOf, removeContainersOf} from '../helpers/images.js'
 
@@ -45,15 +45,11 @@ describe.runIf(IMAGE && DOCKER)('a fresh node comes up with its whole stack unde
 
   beforeAll(async () => {
     tmp = await tempDir('jil-e2e-')
-    const hqDir = join(tmp.dir, 'hq')
     state = join(tmp.dir, 'node')
     env = {XDG_CONFIG_HOME: join(tmp.dir, 'config'), JIL_USER: '', JIL_DATABASE_URL: '', JIL_HQ_URL: '', JIL_STATE_DIR: '', JIL_NODE_ID: ''}
-    const init = await ok(['hq', 'init', '--data-dir', hqDir, '--json'])
-    const fingerprint = init.json().ca_fingerprint as string
-    const config = JSON.parse(await readFile(join(hqDir, 'config.json'), 'utf8'))
-    await writeFile(join(hqDir, 'config.json'), JSON.stringify({...config, join_minimums: {cpu_cores: 1, memory_bytes: 1, disk_bytes: 1}}), {mode: 0o600})
-    serve = await jilServe(['hq', 'serve', '--data-dir', hqDir, '--listen', '127.0.0.1:0', '--json'], env)
-    env.JIL_HQ_URL = serve.ready.url
+    const hq = await startHqProcess(tmp.dir, env)
+    serve = hq.serve
+    const fingerprint = hq.fingerprint
 
     await ok(['hq', 'sign', IMAGE!, '--version', 'v1.0', '--commit', 'abcdef1'])
     const stack = {

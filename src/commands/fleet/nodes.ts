@@ -3,7 +3,8 @@ import {Flags} from '@oclif/core'
 import {JilCommand, hqFlags} from '../../base-command.js'
 import {heartbeatAge, versionsCell} from '../../cli/stack.js'
 import {table} from '../../cli/table.js'
-import {NODE_STATUSES, type FleetNode} from '../../shared/api.js'
+import type {FleetNode} from '../../shared/api.js'
+import {NODE_STATUSES} from '../../shared/fleet.js'
 import {usageError} from '../../shared/errors.js'
 
 export type FleetNodesResult = {nodes: FleetNode[]}

@@ -1,11 +1,9 @@
-import {setTimeout as sleep} from 'node:timers/promises'
-
 import {JilError} from '../../shared/errors.js'
 import {compareVersions} from '../../shared/manifest.js'
 import type {FileLock} from '../../shared/files.js'
 import {DESIRED_STATE_HINTS, verifyDesiredState, type DesiredState, type DesiredStateFailure, type RunMode} from '../../shared/stack.js'
 import {applyReconcile, planReconcile, runningVersions, type ServiceOutcome} from '../reconcile.js'
-import {lockContainers, readAgentRecord, readAppliedDesiredState, writeAgentRecord, writeAppliedDesiredState} from '../state.js'
+import {lockContainersWhenFree, readAgentRecord, readAppliedDesiredState, writeAgentRecord, writeAppliedDesiredState} from '../state.js'
 import type {ManagedContainer} from '../runtime.js'
 import {loadTrust, type NodeTrust} from '../trust.js'
 import type {Agent, AgentContext, AgentOutcome, Finding} from './types.js'
@@ -72,16 +70,11 @@ export async function applyDesiredState(ctx: AgentContext, doc: DesiredState, tr
  * it. Another update holds it for a whole reconcile: UPDATE_BUSY (the next run picks up the latest).
  */
 async function lockForUpdate(ctx: AgentContext): Promise<FileLock> {
-  for (let waited = 0; ; waited += 250) {
-    try {
-      return await lockContainers(ctx.stateDir, 'update')
-    } catch (err) {
-      if (!(err instanceof JilError && err.code === 'CONTAINERS_BUSY')) throw err
-      if (err.details?.holder !== 'health' || waited >= 60_000 || ctx.signal.aborted) {
-        throw new JilError('UPDATE_BUSY', `${err.message}; ${ctx.nodeId} is not updated now`, {hint: 'wait for it to finish; the next run picks up the latest desired state'})
-      }
-      await sleep(250)
-    }
+  try {
+    return await lockContainersWhenFree(ctx.stateDir, 'update', {waitMs: 60_000, signal: ctx.signal, waitFor: (holder) => holder === 'health'})
+  } catch (err) {
+    if (!(err instanceof JilError && err.code === 'CONTAINERS_BUSY')) throw err
+    throw new JilError('UPDATE_BUSY', `${err.message}; ${ctx.nodeId} is not updated now`, {hint: 'wait for it to finish; the next run picks up the latest desired state'})
   }
 }
 
