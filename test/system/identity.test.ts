@@ -1,9 +1,9 @@
-import {readFile, stat, writeFile} from 'node:fs/promises'
+import {readFile, stat} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {jil, jilServe} from '../helpers/cli.js'
+import {jil, jilServe, startHqProcess} from '../helpers/cli.js'
 import {tempDir} from '../helpers/hq.js'
 
 describe('users, operators and nodes through the CLI', () => {
@@ -15,16 +15,8 @@ describe('users, operators and nodes through the CLI', () => {
 
   beforeAll(async () => {
     tmp = await tempDir('jil-id-sys-')
-    hqDir = join(tmp.dir, 'hq')
     env = {XDG_CONFIG_HOME: join(tmp.dir, 'config'), JIL_USER: '', JIL_DATABASE_URL: '', JIL_STATE_DIR: '', JIL_NODE_ID: '', JIL_JOIN_TOKEN: ''}
-    const init = await jil(['hq', 'init', '--data-dir', hqDir, '--json'], env)
-    expect(init.code, init.stderr).toBe(0)
-    fingerprint = init.json().ca_fingerprint
-    // HQ's hardware minimums live in its config; this machine (or CI's) must not decide the test.
-    const config = JSON.parse(await readFile(join(hqDir, 'config.json'), 'utf8'))
-    await writeFile(join(hqDir, 'config.json'), JSON.stringify({...config, join_minimums: {cpu_cores: 1, memory_bytes: 1, disk_bytes: 1}}), {mode: 0o600})
-    serve = await jilServe(['hq', 'serve', '--data-dir', hqDir, '--listen', '127.0.0.1:0', '--json'], env)
-    env.JIL_HQ_URL = serve.ready.url
+    ;({serve, fingerprint, hqDir} = await startHqProcess(tmp.dir, env))
   })
   afterAll(async () => {
     serve?.child.kill('SIGTERM')
