@@ -203,6 +203,8 @@ function startCommands(ctx: AgentContext, runNow: (agent: AgentName) => Promise<
       }
       const report = await readLastReport(ctx.stateDir, 'update')
       if (!report) throw new JilError('INTERNAL', 'the update run left no report')
+      // Tell HQ at once what now runs (a rollout waits on the heartbeat), not at the next 60-second tick.
+      void runNow('health').catch(() => {})
       return report
     },
   })

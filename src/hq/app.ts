@@ -12,6 +12,8 @@ import {installAuth, principalOfRequest, type Principal} from './auth.js'
 import type {RunModeActions} from './fleet/actions.js'
 import {commandRoutes} from './fleet/command-routes.js'
 import type {CommandService} from './fleet/commands.js'
+import {rolloutRoutes} from './fleet/rollout-routes.js'
+import type {RolloutService} from './fleet/rollouts.js'
 import {fleetRoutes} from './fleet/routes.js'
 import type {FleetService} from './fleet/service.js'
 import {identityRoutes, type IdentityDeps} from './identity/routes.js'
@@ -37,6 +39,8 @@ export type HqAppDeps = {
   runtime?: {stacks: StackService; fleet: FleetService}
   /** Commands to nodes (long-poll, results, broadcast) and the run-mode actions that send them. */
   commands?: {service: CommandService; actions: RunModeActions}
+  /** Rollouts, per-node upgrades and rollbacks. */
+  rollouts?: RolloutService
   /** Identity and access: absent only in tests that exercise the bare app. */
   identity?: Omit<IdentityDeps, 'caCertPem'>
   /** TLS material for the one listener; requestCert without rejectUnauthorized (DESIGN.md §4). */
@@ -91,6 +95,7 @@ export async function buildHqApp(deps: HqAppDeps): Promise<FastifyInstance> {
     fleetRoutes(app, deps.runtime.fleet)
   }
   if (deps.commands) commandRoutes(app, deps.commands.service, deps.commands.actions)
+  if (deps.rollouts) rolloutRoutes(app, deps.rollouts)
   if (deps.identity) {
     deps.identity.sockets.attach(app.server as unknown as HttpsServer)
     identityRoutes(app, {...deps.identity, caCertPem: deps.caCertPem})

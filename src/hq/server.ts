@@ -21,6 +21,7 @@ import {HeartbeatIngester, HeartbeatRetention} from './fleet/heartbeats.js'
 import {FleetService} from './fleet/service.js'
 import {RunModeActions} from './fleet/actions.js'
 import {CommandService} from './fleet/commands.js'
+import {RolloutDriver, RolloutService} from './fleet/rollouts.js'
 import {ReleaseService} from './releases/service.js'
 import {StackService} from './stack/service.js'
 import {ensureTokenSigner, RegistryTokenIssuer} from './registry/token.js'
@@ -37,6 +38,8 @@ export type HqServeOptions = {
   version: string
   /** How often the audit checkpoint is signed when the log grew (default 60 s). */
   checkpointEveryMs?: number
+  /** How often the rollout driver advances open rollouts (default 2 s; env JIL_ROLLOUT_TICK_MS in `hq serve`). */
+  rolloutTickMs?: number
   /** The OCI registry HQ's images live in (for --unsigned); default config.json's registry. */
   registry?: string | undefined
   /** Hardware a joining node must report (default: config.json's join_minimums, else 2 cores, 2 GiB, 20 GiB). */
@@ -51,6 +54,8 @@ export type RunningHq = {
   ledger: AuditLedger
   /** Live TLS sockets by client-certificate serial (what revocation closes). */
   sockets: SocketRegistry
+  /** The rollout driver: tick() advances the open rollouts now (tests move an injected clock, then tick). */
+  rollouts: RolloutDriver
   /** Stops accepting, lets requests in flight finish, closes the database, releases the data dir. */
   close(): Promise<void>
 }
@@ -101,6 +106,12 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
     }
     const tokenSigner = await ensureTokenSigner(o.dataDir, ca)
     const commands = new CommandService(db, ledger, o.clock)
+    const stacks = new StackService(db, currentSigner, keys.caCert, ledger, o.clock)
+    const rolloutDriver: RolloutDriver = new RolloutDriver(db, () => rollouts, commands, {
+      ...(o.rolloutTickMs !== undefined ? {everyMs: o.rolloutTickMs} : {}),
+      onError: (err) => o.logger.error({err}, 'rollout driver failed; retrying'),
+    })
+    const rollouts = new RolloutService(db, ledger, o.clock, commands, stacks, () => rolloutDriver.kick())
     const app = await buildHqApp({
       releases: {
         service: releases,
@@ -119,10 +130,11 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
         },
       },
       runtime: {
-        stacks: new StackService(db, currentSigner, keys.caCert, ledger, o.clock),
+        stacks,
         fleet: new FleetService(db, ledger, o.clock),
       },
       commands: {service: commands, actions: new RunModeActions(db, ledger, commands)},
+      rollouts,
       identity: {
         identity: new IdentityService(db, ca, ledger, o.clock, o.joinMinimums ?? config.join_minimums ?? DEFAULT_JOIN_MINIMUMS),
         crl,
@@ -158,6 +170,8 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
     const heartbeatRetention = new HeartbeatRetention(db, o.clock, {onError: (err) => o.logger.error({err}, 'heartbeat history pruning failed; retrying')})
     heartbeatRetention.start()
     commands.startSweep(60_000, (err) => o.logger.error({err}, 'command expiry sweep failed; retrying'))
+    // Rollouts are advanced by one replica (advisory lock); their state is in the database, so one resumes here after a restart.
+    rolloutDriver.start()
     let currentCert = keys.serverCert
     const liveDb = db
     const renewTimer = setInterval(() => {
@@ -187,6 +201,7 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
       db: openDb,
       ledger,
       sockets,
+      rollouts: rolloutDriver,
       close() {
         closing ??= (async () => {
           clearInterval(renewTimer)
@@ -195,6 +210,7 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
           // Requests are done: store what is still batched, and let a pruning run in flight finish.
           await HeartbeatIngester.of(openDb).close()
           await heartbeatRetention.stop()
+          await rolloutDriver.stop()
           commands.close()
           await watcher.stop()
           await auditLoops.stop()

@@ -288,3 +288,99 @@ export type FleetNodeDetail = FleetNode & {
   reports: Partial<Record<AgentReport['agent'], AgentReport & {received_at: string}>>
   state: DesiredVsApplied
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rollouts (issue 7): testnet and mainnet nodes move by rollout, one pin at a time, health-gated.
+
+export const ROLLOUT_ACTIONS = ['pause', 'resume', 'abort'] as const
+export type RolloutAction = (typeof ROLLOUT_ACTIONS)[number]
+
+/** `POST /v1/fleet/nodes/:id/upgrade` and `POST /v1/fleet/jurisdictions/:zone/upgrade`. */
+export const UpgradeRequestSchema = Type.Object(
+  {
+    /** IMAGE@sha256:…: the image's name (or repository) and the registry digest. */
+    image: Type.String({pattern: '^[^@\\s]+@sha256:[0-9a-f]{64}$', maxLength: 400}),
+    /** Only nodes of this track (a zone may hold testnet and mainnet nodes). */
+    track: Type.Optional(Type.Union([Type.Literal('testnet'), Type.Literal('mainnet')])),
+    max_parallel: Type.Optional(Type.Integer({minimum: 1, maximum: 1000})),
+    min_healthy_s: Type.Optional(Type.Integer({minimum: 0, maximum: 86_400})),
+    health_timeout_s: Type.Optional(Type.Integer({minimum: 1, maximum: 86_400})),
+    auto_revert: Type.Optional(Type.Boolean()),
+    canary: Type.Optional(Type.Integer({minimum: 0, maximum: 10_000})),
+    /** Plan only: which nodes would move, from what, and the rollbacks auto-revert needs signed. */
+    dry_run: Type.Optional(Type.Boolean()),
+    /** With auto-revert: the caller's signed rollback for each payload the plan lists. */
+    revert_signatures: Type.Optional(Type.Array(Type.Unknown(), {maxItems: 1000})),
+  },
+  {additionalProperties: false},
+)
+export type UpgradeRequest = Static<typeof UpgradeRequestSchema>
+
+/** `POST /v1/fleet/nodes/:id/rollback`. */
+export const RollbackRequestSchema = Type.Object(
+  {
+    /** Only this service (default: every service with a previous version). */
+    service: Type.Optional(Type.String({minLength: 1, maxLength: 64})),
+    dry_run: Type.Optional(Type.Boolean()),
+    signatures: Type.Optional(Type.Array(Type.Unknown(), {maxItems: 1000})),
+  },
+  {additionalProperties: false},
+)
+export type RollbackRequest = Static<typeof RollbackRequestSchema>
+
+export type VersionRef = {version: string; digest: string}
+
+export type RolloutNodeView = {
+  node_id: string
+  position: number
+  state: string
+  services: {service: string; from: VersionRef | null}[]
+  started_at: string | null
+  healthy_since: string | null
+  finished_at: string | null
+  error: string | null
+}
+
+export type RolloutView = {
+  id: string
+  target: {zone?: string; node?: string; track?: string}
+  image: string
+  repository: string
+  digest: string
+  version: string
+  max_parallel: number
+  min_healthy_s: number
+  health_timeout_s: number
+  auto_revert: boolean
+  canary: number
+  state: string
+  reason: string | null
+  created_by: string
+  created_at: string
+  updated_at: string
+  finished_at: string | null
+  /** Nodes per state, e.g. {pending: 2, upgrading: 1, done: 3}. */
+  counts: Record<string, number>
+  nodes: RolloutNodeView[]
+}
+
+/** What a rollout would do (dry run), and the rollbacks its auto-revert needs signed by the caller. */
+export type RolloutPlan = {
+  image: string
+  digest: string
+  version: string
+  nodes: {node_id: string; track: string; services: {service: string; from: VersionRef | null}[]}[]
+  /** Nodes of the target left out, and why (devnet follows its newest manifest; another track). */
+  skipped: {node_id: string; reason: string}[]
+  revert_payloads: Record<string, unknown>[]
+}
+
+/** What a per-node rollback would do or did. */
+export type RollbackPlan = {
+  node_id: string
+  track: string
+  services: {service: string; from: VersionRef; to: VersionRef}[]
+  payloads: Record<string, unknown>[]
+  applied: boolean
+  command_id: string | null
+}

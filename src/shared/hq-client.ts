@@ -2,6 +2,7 @@ import type {Dispatcher} from 'undici'
 
 import type {AgentReport, AuditPage, ConsistencyProof, FleetNode, Health, Heartbeat, InclusionProof, Problem, WhoAmI} from './api.js'
 import type {CommandResult, CommandStatus, CommandTarget, FleetCommand, FleetNodeDetail, NodeCommand, NodeCommandName, RunModeAction, RunModeChange} from './api.js'
+import type {RollbackPlan, RollbackRequest, RolloutAction, RolloutPlan, RolloutView, UpgradeRequest} from './api.js'
 import type {Checkpoint} from './audit.js'
 import {JilError, messageOf, systemCode} from './errors.js'
 import type {ImageManifest} from './manifest.js'
@@ -215,6 +216,31 @@ export class HqClient {
 
   runModeAction(nodeId: string, action: RunModeAction): Promise<RunModeChange> {
     return this.request('POST', `/v1/fleet/nodes/${encodeURIComponent(nodeId)}/${action}`, {})
+  }
+
+  // ---- rollouts and rollbacks (users)
+
+  /** Starts a rollout (or, with dry_run, plans one) to a node or every testnet/mainnet node of a zone. */
+  upgrade(target: {node: string} | {zone: string}, body: UpgradeRequest): Promise<RolloutView | RolloutPlan> {
+    const path = 'node' in target ? `/v1/fleet/nodes/${encodeURIComponent(target.node)}/upgrade` : `/v1/fleet/jurisdictions/${encodeURIComponent(target.zone.replace('/', '_'))}/upgrade`
+    return this.request('POST', path, body)
+  }
+
+  rollbackNode(nodeId: string, body: RollbackRequest): Promise<RollbackPlan> {
+    return this.request('POST', `/v1/fleet/nodes/${encodeURIComponent(nodeId)}/rollback`, body)
+  }
+
+  rollouts(query: {open?: boolean; limit?: number} = {}): Promise<{rollouts: RolloutView[]}> {
+    const qs = new URLSearchParams(Object.entries(query).filter(([, v]) => v !== undefined).map(([k, v]) => [k, String(v)]))
+    return this.request('GET', `/v1/fleet/rollouts${qs.size ? `?${qs}` : ''}`)
+  }
+
+  rollout(id: string): Promise<RolloutView> {
+    return this.request('GET', `/v1/fleet/rollouts/${encodeURIComponent(id)}`)
+  }
+
+  rolloutAction(id: string, action: RolloutAction): Promise<RolloutView> {
+    return this.request('POST', `/v1/fleet/rollouts/${encodeURIComponent(id)}/${action}`, {})
   }
 
   // ---- stacks and fleet (users)

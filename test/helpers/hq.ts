@@ -15,7 +15,7 @@ export async function tempDir(prefix = 'jil-test-'): Promise<{dir: string; clean
 }
 
 /** A real HQ in-process: a fresh data dir, HTTPS with mutual TLS on 127.0.0.1:0. */
-export async function startTestHq(o: {databaseUrl?: string; clock?: Clock; joinMinimums?: {cpu_cores: number; memory_bytes: number; disk_bytes: number}; registry?: string} = {}): Promise<{
+export async function startTestHq(o: {databaseUrl?: string; clock?: Clock; joinMinimums?: {cpu_cores: number; memory_bytes: number; disk_bytes: number}; registry?: string; rolloutTickMs?: number} = {}): Promise<{
   hq: RunningHq
   init: HqInitResult
   admin: UserBundle
@@ -43,6 +43,7 @@ export async function startTestHq(o: {databaseUrl?: string; clock?: Clock; joinM
     version: '0.0.0-test',
     ...(o.joinMinimums ? {joinMinimums: o.joinMinimums} : {}),
     ...(o.registry ? {registry: o.registry} : {}),
+    ...(o.rolloutTickMs ? {rolloutTickMs: o.rolloutTickMs} : {}),
   })
   const admin = {...(await readBundle(init.admin_bundle)), hq_url: hq.url}
   return {

@@ -13,6 +13,7 @@ export default class HqServe extends JilCommand {
     'data-dir': Flags.string({description: 'The directory jil hq init created.', required: true, env: 'JIL_HQ_DATA_DIR', helpValue: 'DIR'}),
     listen: Flags.string({description: 'Address to listen on (port 0 picks a free one).', default: '127.0.0.1:8443', env: 'JIL_HQ_LISTEN', helpValue: 'HOST:PORT'}),
     'database-url': Flags.string({description: 'PostgreSQL URL (default: as given to jil hq init, else the embedded database).', env: 'JIL_DATABASE_URL', helpValue: 'URL'}),
+    'rollout-tick-ms': Flags.integer({description: 'How often rollouts are advanced, in milliseconds.', env: 'JIL_ROLLOUT_TICK_MS', min: 100, default: 2000, hidden: true}),
   }
 
   async run(): Promise<void> {
@@ -32,6 +33,7 @@ export default class HqServe extends JilCommand {
       clock: systemClock,
       logger,
       version: this.config.version,
+      rolloutTickMs: flags['rollout-tick-ms'],
     })
     const ready: HqServeReady = {url: hq.url, ca_fingerprint: hq.caFingerprint}
     if (this.jsonEnabled()) process.stdout.write(JSON.stringify(ready) + '\n')

@@ -104,9 +104,10 @@ export class CommandService {
 
   /**
    * Stores commands inside the caller's transaction (a run-mode action stores its refresh with the
-   * change). The caller wakes the nodes once it has committed (see wake()).
+   * change). The caller wakes the nodes once it has committed (see wake()). `p` is the user or node
+   * that sent them, or the name of the HQ loop that did (e.g. `rollout:ro_…`).
    */
-  async insert(tx: Queryable, p: Principal, nodeIds: readonly string[], command: NodeCommandName): Promise<CommandRow[]> {
+  async insert(tx: Queryable, p: Principal | string, nodeIds: readonly string[], command: NodeCommandName): Promise<CommandRow[]> {
     if (nodeIds.length === 0) return []
     const now = this.clock.now()
     const expires = new Date(now.getTime() + (this.o.ttlMs ?? COMMAND_TTL_MS))
@@ -115,7 +116,7 @@ export class CommandService {
       `INSERT INTO fleet_commands (id, node_id, command, created_by, created_at, expires_at)
        SELECT c.id, c.node_id, $3, $4, $5, $6 FROM unnest($1::text[], $2::text[]) AS c(id, node_id)
        RETURNING ${COLUMNS}`,
-      [ids, nodeIds, command, p.kind === 'user' ? p.name : p.id, now, expires],
+      [ids, nodeIds, command, typeof p === 'string' ? p : p.kind === 'user' ? p.name : p.id, now, expires],
     )
     return rows.sort((a, b) => (a.node_id < b.node_id ? -1 : a.node_id > b.node_id ? 1 : 0))
   }

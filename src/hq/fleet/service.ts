@@ -31,19 +31,22 @@ export type NodeRow = {
   last_heartbeat_at: Date | null
   heartbeat: Heartbeat | null
   cert_not_after: Date | null
+  /** An open rollout is moving the node (upgrading or reverting) now. */
+  upgrading: boolean | null
 }
 
 /**
  * A node's status, derived from what HQ knows (never stored loosely), in order: revoked; pending
  * (admitted, never joined); offline (no heartbeat for three intervals, or never: a dead paused
- * node is offline, not paused); paused/stopped (its run mode); degraded (its last heartbeat shows a critical service not running or
+ * node is offline, not paused); paused/stopped (its run mode); upgrading (a rollout is moving it now); degraded (its last heartbeat shows a critical service not running or
  * unhealthy); else active.
  */
-export function deriveStatus(n: Pick<NodeRow, 'status' | 'joined_at' | 'run_mode' | 'last_heartbeat_at' | 'heartbeat'>, now: Date): NodeStatus {
+export function deriveStatus(n: Pick<NodeRow, 'status' | 'joined_at' | 'run_mode' | 'last_heartbeat_at' | 'heartbeat'> & {upgrading?: boolean | null}, now: Date): NodeStatus {
   if (n.status === 'revoked') return 'revoked'
   if (n.status === 'pending' || !n.joined_at) return 'pending'
   if (!n.last_heartbeat_at || now.getTime() - n.last_heartbeat_at.getTime() >= OFFLINE_AFTER_MS) return 'offline'
   if (n.run_mode === 'paused' || n.run_mode === 'stopped') return n.run_mode
+  if (n.upgrading) return 'upgrading'
   if (n.heartbeat?.services.some((s) => s.critical && (s.state !== 'running' || s.health === 'unhealthy'))) return 'degraded'
   return 'active'
 }
@@ -84,9 +87,11 @@ export type NodeDetail = FleetNodeDetail
 // One statement for the whole list: nodes, their latest heartbeat and their newest live certificate.
 const LIST_SQL = `
   SELECT n.id, n.zone, n.operator, n.track, n.status, n.run_mode, n.joined_at,
-         h.received_at AS last_heartbeat_at, h.body AS heartbeat, c.not_after AS cert_not_after
+         h.received_at AS last_heartbeat_at, h.body AS heartbeat, c.not_after AS cert_not_after, u.upgrading
     FROM nodes n
     LEFT JOIN node_heartbeats h ON h.node_id = n.id
+    LEFT JOIN LATERAL (SELECT true AS upgrading FROM rollout_nodes rn JOIN rollouts r ON r.id = rn.rollout_id
+                        WHERE rn.node_id = n.id AND rn.state IN ('upgrading', 'reverting') AND r.state IN ('running', 'paused', 'reverting') LIMIT 1) u ON true
     LEFT JOIN (SELECT subject, max(not_after) AS not_after FROM certificates WHERE kind = 'node' AND revoked_at IS NULL GROUP BY subject) c ON c.subject = n.id`
 
 /**

@@ -131,11 +131,15 @@ export class StackService {
     return this.view(track)
   }
 
-  private checkRollback(p: Principal, rollback: UserSignature | undefined, expected: ReturnType<typeof rollbackPayload>, from: string, revoked: Set<string>): void {
+  /**
+   * A downgrade needs the caller's own valid rollback signature for exactly this track, service,
+   * image, digest and version (stack pins here; per-node rollbacks and rollouts' auto-revert too).
+   */
+  checkRollback(p: Principal, rollback: UserSignature | undefined, expected: ReturnType<typeof rollbackPayload>, from: string, revoked: Set<string>, hint?: string): void {
     if (!rollback) {
       throw new JilError('ROLLBACK_SIGNATURE_REQUIRED', `${expected.service} on ${expected.track} is pinned to ${from}; ${expected.version} is lower and needs a signed rollback`, {
         status: 409,
-        hint: `confirm the downgrade with your own key (ops-lead or admin): jil hq stack pin --track ${expected.track} ${expected.service} ${expected.version} --rollback`,
+        hint: hint ?? `confirm the downgrade with your own key (ops-lead or admin): jil hq stack pin --track ${expected.track} ${expected.service} ${expected.version} --rollback`,
       })
     }
     const verified = verifyUserSignature(rollback, {caPem: this.caPem, now: this.clock.now(), purpose: 'rollback', roles: ROLLBACK_ROLES, isRevoked: (s) => revoked.has(normalizeSerial(s))})
@@ -178,15 +182,7 @@ export class StackService {
       if (!node || node.status !== 'active') {
         throw new JilError('NODE_NOT_ACTIVE', `node ${nodeId} is not active`, {status: 403, hint: 'only a joined, unrevoked node gets a desired state'})
       }
-      const record = await this.currentRecord(tx, node.track)
-      const resolved = record ? await this.resolve(tx, node.track, record.spec) : new Map<string, Resolved>()
-      const services: DesiredService[] = []
-      const unresolved: string[] = []
-      for (const s of record?.spec.services ?? []) {
-        const r = resolved.get(s.name)
-        if (!r) unresolved.push(s.name)
-        else services.push({...s, repository: r.repository, digest: r.digest, version: r.version, ...(r.rollback ? {rollback: r.rollback, ...(r.pinned_at ? {rollback_at: r.pinned_at} : {})} : {})})
-      }
+      const {record, services, unresolved} = await this.nodeServices(tx, nodeId, node.track)
       const content = {
         kind: 'jil.desired-state/v1' as const,
         node_id: nodeId,
@@ -216,6 +212,37 @@ export class StackService {
       return {...content, sequence, issued_at: now.toISOString(), expires_at: new Date(now.getTime() + this.ttlMs).toISOString()}
     })
     return signDocument(unsigned, this.signer())
+  }
+
+  /**
+   * What one node should run: its track's current spec resolved to digests, with the node's own pins
+   * (a rollout's or a per-node rollback's) over the track's. A node pin whose manifest is no longer
+   * live on the track, or is of another image than the spec names, is not served.
+   */
+  async nodeServices(q: Queryable, nodeId: string, track: Track): Promise<{record: StackRecord | undefined; services: DesiredService[]; unresolved: string[]}> {
+    const record = await this.currentRecord(q, track)
+    const resolved = record ? await this.resolve(q, track, record.spec) : new Map<string, Resolved>()
+    if (record) {
+      const {rows} = await q.query<PinRow & {image: string}>(
+        `SELECT p.service, p.version, p.digest, p.repository, p.rollback, p.pinned_by, p.pinned_at, m.image FROM node_pins p
+           JOIN manifests m ON m.digest = p.digest AND m.track = $2 AND m.deprecated_at IS NULL
+          WHERE p.node_id = $1`,
+        [nodeId, track],
+      )
+      const images = new Map(record.spec.services.map((s) => [s.name, s.image]))
+      for (const pin of rows) {
+        if (images.get(pin.service) !== pin.image) continue
+        resolved.set(pin.service, {version: pin.version, digest: pin.digest, repository: pin.repository, pinned_by: pin.pinned_by, pinned_at: pin.pinned_at.toISOString(), rollback: pin.rollback})
+      }
+    }
+    const services: DesiredService[] = []
+    const unresolved: string[] = []
+    for (const s of record?.spec.services ?? []) {
+      const r = resolved.get(s.name)
+      if (!r) unresolved.push(s.name)
+      else services.push({...s, repository: r.repository, digest: r.digest, version: r.version, ...(r.rollback ? {rollback: r.rollback, ...(r.pinned_at ? {rollback_at: r.pinned_at} : {})} : {})})
+    }
+    return {record, services, unresolved}
   }
 
   private async currentRecord(q: Queryable, track: Track): Promise<StackRecord | undefined> {
@@ -263,7 +290,8 @@ export class StackService {
     return out
   }
 
-  private async revokedUserSerials(): Promise<Set<string>> {
+  /** Serials of revoked user certificates (a rollback signed by one of them is refused). */
+  async revokedUserSerials(): Promise<Set<string>> {
     const {rows} = await this.db.query<{serial: string}>("SELECT serial FROM certificates WHERE revoked_at IS NOT NULL AND kind = 'user'")
     return new Set(rows.map((r) => r.serial))
   }

@@ -57,4 +57,6 @@ export const LOCKS = {
   crl: 0x6a696c00_00000003n,
   /** The heartbeat history's retention loop (one replica prunes). */
   heartbeatRetention: 0x6a696c00_00000004n,
+  /** The rollout driver (one replica advances rollouts). */
+  rollouts: 0x6a696c00_00000005n,
 } as const

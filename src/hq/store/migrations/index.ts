@@ -7,6 +7,7 @@ import m005 from './005_key_rotation.sql'
 import m006 from './006_node_runtime.sql'
 import m007 from './007_fleet_commands.sql'
 import m008 from './008_heartbeat_scale.sql'
+import m009 from './009_rollouts.sql'
 
 /** HQ's schema, in order. A new migration is a new NNN_name.sql file added here; applied ones never change. */
 export const HQ_MIGRATIONS: readonly Migration[] = [
@@ -18,4 +19,5 @@ export const HQ_MIGRATIONS: readonly Migration[] = [
   {version: 6, name: 'node_runtime', sql: m006},
   {version: 7, name: 'fleet_commands', sql: m007},
   {version: 8, name: 'heartbeat_scale', sql: m008},
+  {version: 9, name: 'rollouts', sql: m009},
 ]
