@@ -8,6 +8,7 @@ import {initHq, type HqInitResult} from '../../src/hq/init.js'
 import {startHq, type RunningHq} from '../../src/hq/server.js'
 import {readBundle, type UserBundle} from '../../src/shared/bundle.js'
 import {systemClock, type Clock} from '../../src/shared/clock.js'
+import type {HqClient} from '../../src/shared/hq-client.js'
 
 export async function tempDir(prefix = 'jil-test-'): Promise<{dir: string; cleanup: () => Promise<void>}> {
   const dir = await mkdtemp(join(tmpdir(), prefix))
@@ -56,4 +57,28 @@ export async function startTestHq(o: {databaseUrl?: string; clock?: Clock; joinM
       await tmp.cleanup()
     },
   }
+}
+
+/**
+ * Users of a test HQ, each with its bundle and an open client (the admin too, as `admin`), their
+ * bundles written under `dir`. Close the clients when done.
+ */
+export async function testUsers(
+  t: {hq: {url: string}; admin: UserBundle},
+  dir: string,
+  roles: readonly (readonly [name: string, role: string])[],
+): Promise<Record<string, {bundle: UserBundle; client: HqClient}>> {
+  const [{addUserOnline}, {HqClient}] = await Promise.all([import('../../src/cli/identity.js'), import('../../src/shared/hq-client.js')])
+  const users: Record<string, {bundle: UserBundle; client: HqClient}> = {}
+  const admin = await HqClient.connect(t.hq.url, t.admin)
+  try {
+    for (const [name, role] of roles) {
+      const bundle = await readBundle((await addUserOnline(admin, t.admin, name, role, join(dir, `${name}.json`))).bundle)
+      users[name] = {bundle, client: await HqClient.connect(t.hq.url, bundle)}
+    }
+  } finally {
+    await admin.close()
+  }
+  users.admin = {bundle: t.admin, client: await HqClient.connect(t.hq.url, t.admin)}
+  return users
 }

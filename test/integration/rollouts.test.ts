@@ -1,20 +1,19 @@
-import {join} from 'node:path'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {addUserOnline} from '../../src/cli/identity.js'
+
 import {rollbackNode, startUpgrade} from '../../src/cli/rollouts.js'
 import {loadNodeIdentity} from '../../src/node/identity.js'
 import type {AgentReport, FleetNode, Heartbeat, RolloutPlan, RolloutView} from '../../src/shared/api.js'
 import type {AuditEntry} from '../../src/shared/audit.js'
-import {readBundle, type UserBundle} from '../../src/shared/bundle.js'
+import type {UserBundle} from '../../src/shared/bundle.js'
 import {ManualClock} from '../../src/shared/clock.js'
 import {HqClient} from '../../src/shared/hq-client.js'
 import {approvalPayload, type ImageManifest} from '../../src/shared/manifest.js'
 import {verifyDesiredState, type DesiredState} from '../../src/shared/stack.js'
 import {extendTrust} from '../../src/shared/signing-keys.js'
 import {signAsUser} from '../../src/shared/user-signature.js'
-import {startTestHq, tempDir} from '../helpers/hq.js'
+import {startTestHq, tempDir, testUsers} from '../helpers/hq.js'
 import {pushTinyImage} from '../helpers/images.js'
 import {joinTestNode, type TestNode} from '../helpers/node.js'
 import {freshPgDatabase, hasPg} from '../helpers/pg.js'
@@ -87,16 +86,7 @@ describe.runIf(REGISTRY).each(storages)('rollouts and rollbacks on $name', (stor
     pg = storage.databaseUrl ? await storage.databaseUrl() : undefined
     t = await startTestHq({clock, registry: REGISTRY, rolloutTickMs: 2_000_000_000, ...(pg ? {databaseUrl: pg.url} : {})})
     tmp = await tempDir()
-    const admin = await HqClient.connect(t.hq.url, t.admin)
-    try {
-      for (const [name, role] of [['ci', 'ci-pipeline'], ['olga', 'ops-lead'], ['otto', 'ops-lead'], ['vera', 'viewer']] as const) {
-        const bundle = await readBundle((await addUserOnline(admin, t.admin, name, role, join(tmp.dir, `${name}.json`))).bundle)
-        users[name] = {bundle, client: await HqClient.connect(t.hq.url, bundle)}
-      }
-    } finally {
-      await admin.close()
-    }
-    users.admin = {bundle: t.admin, client: await HqClient.connect(t.hq.url, t.admin)}
+    Object.assign(users, await testUsers(t, tmp.dir, [['ci', 'ci-pipeline'], ['olga', 'ops-lead'], ['otto', 'ops-lead'], ['vera', 'viewer']] as const))
     for (const v of ['v1.0', 'v1.1', 'v1.2', 'v1.3']) {
       digest[v] = await pushTinyImage(API, v)
       const m = await as('ci').request<ImageManifest>('POST', '/v1/images', {image: `${REGISTRY}/${API}:${v}`, version: v, commit: 'abcdef0'})

@@ -3,15 +3,14 @@ import {join} from 'node:path'
 
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import {addUserOnline} from '../../src/cli/identity.js'
 import {loadNodeIdentity} from '../../src/node/identity.js'
-import {readBundle, type UserBundle} from '../../src/shared/bundle.js'
+import type {UserBundle} from '../../src/shared/bundle.js'
 import {HqClient, type StackView} from '../../src/shared/hq-client.js'
 import {approvalPayload, type ImageManifest, type TrustedKey} from '../../src/shared/manifest.js'
 import {rollbackPayload, verifyDesiredState, verifyStackRecord, type DesiredState, type StackRecord, type StackSpec} from '../../src/shared/stack.js'
 import {extendTrust, type ServedKey} from '../../src/shared/signing-keys.js'
 import {signAsUser} from '../../src/shared/user-signature.js'
-import {startTestHq, tempDir} from '../helpers/hq.js'
+import {startTestHq, tempDir, testUsers} from '../helpers/hq.js'
 import {pushTinyImage} from '../helpers/images.js'
 import {joinTestNode, type TestNode} from '../helpers/node.js'
 import {freshPgDatabase, hasPg} from '../helpers/pg.js'
@@ -62,16 +61,7 @@ describe.runIf(REGISTRY).each(storages)('stacks and desired states on $name', (s
     pg = storage.databaseUrl ? await storage.databaseUrl() : undefined
     t = await startTestHq({registry: REGISTRY, ...(pg ? {databaseUrl: pg.url} : {})})
     tmp = await tempDir()
-    const admin = await HqClient.connect(t.hq.url, t.admin)
-    try {
-      for (const [name, role] of [['ci', 'ci-pipeline'], ['olga', 'ops-lead'], ['otto', 'ops-lead'], ['vera', 'viewer']] as const) {
-        const bundle = await readBundle((await addUserOnline(admin, t.admin, name, role, join(tmp.dir, `${name}.json`))).bundle)
-        users[name] = {bundle, client: await HqClient.connect(t.hq.url, bundle)}
-      }
-    } finally {
-      await admin.close()
-    }
-    users.admin = {bundle: t.admin, client: await HqClient.connect(t.hq.url, t.admin)}
+    Object.assign(users, await testUsers(t, tmp.dir, [['ci', 'ci-pipeline'], ['olga', 'ops-lead'], ['otto', 'ops-lead'], ['vera', 'viewer']] as const))
     for (const v of ['v1.0', 'v1.1', 'v1.9', 'v1.10']) digests[`api@${v}`] = await pushTinyImage(API, v)
     digests['db@v2.0'] = await pushTinyImage(DB, 'v2.0')
     // api v1.0 and v1.1 reach testnet (in order: versions on a track only go up); v1.9 and v1.10 stay on devnet.

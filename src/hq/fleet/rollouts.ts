@@ -30,21 +30,12 @@ export const ROLLOUT_DEFAULTS = {max_parallel: 1, min_healthy_s: 30, health_time
 
 export type RolloutTarget = {zone: string} | {node: string}
 
-type RolloutRow = {
+type RolloutRow = RolloutParams & {
   id: string
   target: {zone?: string; node?: string; track?: string}
   image: string
   repository: string
-  digest: string
   version: string
-  max_parallel: number
-  min_healthy_ms: number
-  health_timeout_ms: number
-  auto_revert: boolean
-  canary: number
-  canary_released: boolean
-  state: RolloutState
-  reason: string | null
   created_by: string
   created_at: Date
   updated_at: Date
