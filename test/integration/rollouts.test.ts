@@ -141,6 +141,14 @@ describe.runIf(REGISTRY).each(storages)('rollouts and rollbacks on $name', (stor
     expect(plan.nodes[0]!.services).toEqual([{service: 'api', from: {version: 'v1.0', digest: digest['v1.0']}}])
     expect(plan.revert_payloads).toEqual([{purpose: 'rollback', track: 'testnet', service: 'api', image: API, digest: digest['v1.0'], version: 'v1.0'}])
     expect((await as('vera').rollouts()).rollouts).toEqual([])
+
+    // A stopped node runs nothing, so it could never count as healthy: refused alone, left out of a zone.
+    await as('olga').runModeAction(ids[2]!, 'stop')
+    await expect(up('olga', {node: ids[2]!}, {})).rejects.toMatchObject({status: 409, code: 'NODE_STOPPED'})
+    const without = (await up('olga', {zone: 'JP/JFSA'}, {dry_run: true})) as RolloutPlan
+    expect(without.nodes.map((n) => n.node_id)).toEqual(ids.slice(0, 2))
+    expect(without.skipped).toContainEqual({node_id: ids[2], reason: 'stopped: its services do not run (jil fleet start)'})
+    await as('olga').runModeAction(ids[2]!, 'start')
   })
 
   it('moves one node at a time, each done only when healthy on the new digest for min-healthy; the node shows upgrading', async () => {

@@ -181,8 +181,8 @@ export class RolloutService {
    * a rollback, not an upgrade.
    */
   private async plan(tx: Queryable, target: RolloutTarget, name: string, digest: string, track: Track | undefined) {
-    const {rows: candidates} = await tx.query<{id: string; status: string; joined_at: Date | null; track: Track}>(
-      'zone' in target ? 'SELECT id, status, joined_at, track FROM nodes WHERE zone = $1 ORDER BY id' : 'SELECT id, status, joined_at, track FROM nodes WHERE id = $1',
+    const {rows: candidates} = await tx.query<{id: string; status: string; joined_at: Date | null; track: Track; run_mode: string}>(
+      'zone' in target ? 'SELECT id, status, joined_at, track, run_mode FROM nodes WHERE zone = $1 ORDER BY id' : 'SELECT id, status, joined_at, track, run_mode FROM nodes WHERE id = $1',
       ['zone' in target ? zoneFromUrl(target.zone) : target.node],
     )
     if ('node' in target) {
@@ -192,6 +192,7 @@ export class RolloutService {
       if (n.track === 'devnet') {
         throw new JilError('ROLLOUT_DEVNET', `${n.id} is a devnet node: it runs the newest signed devnet manifest of each service`, {status: 409, hint: 'sign a newer version onto devnet (jil hq sign); rollouts move testnet and mainnet nodes'})
       }
+      if (n.run_mode === 'stopped') throw new JilError('NODE_STOPPED', `${n.id} is stopped: its services do not run, so it could never count as healthy`, {status: 409, hint: `start it first: jil fleet start ${n.id}`})
     }
     const skipped: RolloutPlan['skipped'] = []
     const nodes: {id: string; track: Track}[] = []
@@ -199,6 +200,7 @@ export class RolloutService {
       if (n.status !== 'active' || !n.joined_at) continue
       if (n.track === 'devnet') skipped.push({node_id: n.id, reason: 'devnet follows its newest signed manifest'})
       else if (track && n.track !== track) skipped.push({node_id: n.id, reason: `on ${n.track}, not ${track}`})
+      else if (n.run_mode === 'stopped') skipped.push({node_id: n.id, reason: 'stopped: its services do not run (jil fleet start)'})
       else nodes.push({id: n.id, track: n.track})
     }
     if (nodes.length === 0) {
