@@ -6,12 +6,17 @@ import type {Logger} from 'pino'
 import {Health, WhoAmI} from '../shared/api.js'
 import type {Clock} from '../shared/clock.js'
 import type {Db} from '../shared/db/types.js'
+import type {AlertMetrics} from './alerts/metrics.js'
+import {alertRoutes} from './alerts/routes.js'
+import type {AlertService} from './alerts/service.js'
 import type {AuditLedger} from './audit/ledger.js'
 import {auditRoutes} from './audit/routes.js'
 import {installAuth, principalOfRequest, type Principal} from './auth.js'
 import type {RunModeActions} from './fleet/actions.js'
 import {commandRoutes} from './fleet/command-routes.js'
 import type {CommandService} from './fleet/commands.js'
+import type {ConfigService} from './fleet/config.js'
+import {configRoutes} from './fleet/config-routes.js'
 import {rolloutRoutes} from './fleet/rollout-routes.js'
 import type {RolloutService} from './fleet/rollouts.js'
 import {fleetRoutes} from './fleet/routes.js'
@@ -39,8 +44,12 @@ export type HqAppDeps = {
   runtime?: {stacks: StackService; fleet: FleetService}
   /** Commands to nodes (long-poll, results, broadcast) and the run-mode actions that send them. */
   commands?: {service: CommandService; actions: RunModeActions}
+  /** Config push: versioned config documents per zone or node, carried in desired states. */
+  config?: ConfigService
   /** Rollouts, per-node upgrades and rollbacks. */
   rollouts?: RolloutService
+  /** Alerts, acks and silences; the alert engine's metrics join HQ's registry. */
+  alerts?: {service: AlertService; metrics?: AlertMetrics}
   /** Identity and access: absent only in tests that exercise the bare app. */
   identity?: Omit<IdentityDeps, 'caCertPem'>
   /** TLS material for the one listener; requestCert without rejectUnauthorized (DESIGN.md §4). */
@@ -95,7 +104,12 @@ export async function buildHqApp(deps: HqAppDeps): Promise<FastifyInstance> {
     fleetRoutes(app, deps.runtime.fleet)
   }
   if (deps.commands) commandRoutes(app, deps.commands.service, deps.commands.actions)
+  if (deps.config) configRoutes(app, deps.config)
   if (deps.rollouts) rolloutRoutes(app, deps.rollouts)
+  if (deps.alerts) {
+    alertRoutes(app, deps.alerts.service)
+    deps.alerts.metrics?.registerOn(metrics)
+  }
   if (deps.identity) {
     deps.identity.sockets.attach(app.server as unknown as HttpsServer)
     identityRoutes(app, {...deps.identity, caCertPem: deps.caCertPem})

@@ -11,6 +11,10 @@ import {JilError, messageOf, systemCode} from '../shared/errors.js'
 import {certFingerprint} from '../shared/pki.js'
 import {readSecret, writeFileAtomic, writeSecret} from '../shared/files.js'
 import {ed25519PublicPem, fileSigner} from '../shared/signing.js'
+import {AlertEvaluator, type AlertSink} from './alerts/evaluator.js'
+import {AlertMetrics} from './alerts/metrics.js'
+import type {AlertConfig} from './alerts/rules.js'
+import {AlertService} from './alerts/service.js'
 import {buildHqApp} from './app.js'
 import {AuditLedger, AuditLoops} from './audit/ledger.js'
 import {CertificateAuthority} from './ca/ca.js'
@@ -21,6 +25,7 @@ import {HeartbeatIngester, HeartbeatRetention} from './fleet/heartbeats.js'
 import {FleetService} from './fleet/service.js'
 import {RunModeActions} from './fleet/actions.js'
 import {CommandService} from './fleet/commands.js'
+import {ConfigService} from './fleet/config.js'
 import {RolloutDriver, RolloutService} from './fleet/rollouts.js'
 import {ReleaseService} from './releases/service.js'
 import {StackService} from './stack/service.js'
@@ -40,6 +45,10 @@ export type HqServeOptions = {
   checkpointEveryMs?: number
   /** How often the rollout driver advances open rollouts (default 2 s; env JIL_ROLLOUT_TICK_MS in `hq serve`). */
   rolloutTickMs?: number
+  /** How often the alert rules are evaluated (default 60 s; env JIL_ALERT_EVERY_MS in `hq serve`). */
+  alertEveryMs?: number
+  /** Alert thresholds over the defaults, and where notifications go (default: nowhere; webhooks plug in here). */
+  alerts?: {config?: Partial<AlertConfig>; sink?: AlertSink}
   /** The OCI registry HQ's images live in (for --unsigned); default config.json's registry. */
   registry?: string | undefined
   /** Hardware a joining node must report (default: config.json's join_minimums, else 2 cores, 2 GiB, 20 GiB). */
@@ -56,6 +65,8 @@ export type RunningHq = {
   sockets: SocketRegistry
   /** The rollout driver: tick() advances the open rollouts now (tests move an injected clock, then tick). */
   rollouts: RolloutDriver
+  /** The alert evaluator: tick() evaluates the fleet now (tests move an injected clock, then tick). */
+  alerts: AlertEvaluator
   /** Stops accepting, lets requests in flight finish, closes the database, releases the data dir. */
   close(): Promise<void>
 }
@@ -112,6 +123,15 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
       onError: (err) => o.logger.error({err}, 'rollout driver failed; retrying'),
     })
     const rollouts = new RolloutService(db, ledger, o.clock, commands, stacks, () => rolloutDriver.kick())
+    const alertMetrics = new AlertMetrics(db)
+    const alertEvaluator = new AlertEvaluator(db, stacks, o.clock, {
+      ...(o.alertEveryMs !== undefined ? {everyMs: o.alertEveryMs} : {}),
+      ...(o.alerts?.config ? {config: o.alerts.config} : {}),
+      ...(o.alerts?.sink ? {sink: o.alerts.sink} : {}),
+      metrics: alertMetrics,
+      onError: (err) => o.logger.error({err}, 'alert evaluation failed; retrying'),
+      onSkip: () => o.logger.warn('alert evaluation still running at the next tick; skipped'),
+    })
     const app = await buildHqApp({
       releases: {
         service: releases,
@@ -134,7 +154,9 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
         fleet: new FleetService(db, ledger, o.clock),
       },
       commands: {service: commands, actions: new RunModeActions(db, ledger, commands)},
+      config: new ConfigService(db, ledger, commands, o.clock),
       rollouts,
+      alerts: {service: new AlertService(db, ledger, o.clock), metrics: alertMetrics},
       identity: {
         identity: new IdentityService(db, ca, ledger, o.clock, o.joinMinimums ?? config.join_minimums ?? DEFAULT_JOIN_MINIMUMS),
         crl,
@@ -172,6 +194,8 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
     commands.startSweep(60_000, (err) => o.logger.error({err}, 'command expiry sweep failed; retrying'))
     // Rollouts are advanced by one replica (advisory lock); their state is in the database, so one resumes here after a restart.
     rolloutDriver.start()
+    // The fleet's alert rules are evaluated by one replica (advisory lock), the others stand by.
+    alertEvaluator.start()
     let currentCert = keys.serverCert
     const liveDb = db
     const renewTimer = setInterval(() => {
@@ -202,6 +226,7 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
       ledger,
       sockets,
       rollouts: rolloutDriver,
+      alerts: alertEvaluator,
       close() {
         closing ??= (async () => {
           clearInterval(renewTimer)
@@ -211,6 +236,7 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
           await HeartbeatIngester.of(openDb).close()
           await heartbeatRetention.stop()
           await rolloutDriver.stop()
+          await alertEvaluator.stop()
           commands.close()
           await watcher.stop()
           await auditLoops.stop()

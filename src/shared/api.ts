@@ -6,6 +6,8 @@
 import {Type, type Static} from '@sinclair/typebox'
 
 import {AGENT_NAMES} from './agents.js'
+import {ALERT_RULES, ALERT_SEVERITIES, ALERT_STATES} from './alerts.js'
+import type {ConfigDoc, ConfigDocRef, ConfigScope} from './config-docs.js'
 import {NODE_STATUSES} from './fleet.js'
 import {NODE_ID_PATTERN} from './ids.js'
 
@@ -154,6 +156,8 @@ export const HeartbeatSchema = Type.Object({
   run_mode: Type.Union([Type.Literal('running'), Type.Literal('paused'), Type.Literal('stopped')]),
   /** The sequence of the desired state the node last applied (0: none yet). */
   desired_sequence: Type.Integer({minimum: 0}),
+  /** The config version the node last wrote to its config dir (0: none; absent from older nodes). */
+  config_version: Type.Optional(Type.Integer({minimum: 0})),
   containers: Type.Object({
     total: Type.Integer({minimum: 0}),
     running: Type.Integer({minimum: 0}),
@@ -278,8 +282,9 @@ export type RunModeChange = {
 /** What a node should run (HQ: its run mode and the sequence of the desired state last issued) and what it says it applied (its heartbeat). */
 export type DesiredVsApplied = {
   desired: {run_mode: string; config_version: number; sequence: number | null}
-  applied: {run_mode: string; sequence: number; at: string} | null
-  /** Applied matches desired (run mode and sequence); null when the node never sent a heartbeat. */
+  /** config_version: what the node says it wrote (0 from a node too old to say). */
+  applied: {run_mode: string; sequence: number; config_version: number; at: string} | null
+  /** Applied matches desired (run mode, sequence and config version); null when the node never sent a heartbeat. */
   in_sync: boolean | null
 }
 
@@ -287,6 +292,8 @@ export type DesiredVsApplied = {
 export type FleetNodeDetail = FleetNode & {
   reports: Partial<Record<AgentReport['agent'], AgentReport & {received_at: string}>>
   state: DesiredVsApplied
+  /** The node's effective config documents (desired) and the config version it says it applied. */
+  config: NodeConfigView
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -383,4 +390,109 @@ export type RollbackPlan = {
   payloads: Record<string, unknown>[]
   applied: boolean
   command_id: string | null
+}
+
+// ---------------------------------------------------------------------------------------------
+// Alerts (issue 8): what the evaluator found, acks and silences. Rule, state and severity names
+// live in alerts.ts (no TypeBox there, for the CLI's flag options).
+
+const literalsOf = <T extends string>(xs: readonly T[]) => Type.Union(xs.map((x) => Type.Literal(x)))
+const NullableString = Type.Union([Type.String(), Type.Null()])
+
+export const AlertSchema = Type.Object({
+  id: Type.String(),
+  fingerprint: Type.String(),
+  rule: literalsOf(ALERT_RULES),
+  subject: Type.String(),
+  node_id: NullableString,
+  severity: literalsOf(ALERT_SEVERITIES),
+  state: literalsOf(ALERT_STATES),
+  summary: Type.String(),
+  details: Type.Record(Type.String(), Type.Unknown()),
+  silenced: Type.Boolean(),
+  first_seen: Type.String(),
+  last_seen: Type.String(),
+  resolved_at: NullableString,
+  acked_by: NullableString,
+  acked_at: NullableString,
+})
+
+export const SilenceSchema = Type.Object({
+  id: Type.String(),
+  rule: literalsOf(ALERT_RULES),
+  node_id: NullableString,
+  reason: Type.String(),
+  created_by: Type.String(),
+  created_at: Type.String(),
+  expires_at: Type.String(),
+  active: Type.Boolean(),
+})
+
+/** The rule is checked by HQ (RULE_UNKNOWN names the rules), the duration too (for_s, in seconds). */
+export const SilenceRequestSchema = Type.Object(
+  {
+    rule: Type.String({minLength: 1, maxLength: 64}),
+    node_id: Type.Optional(Type.String({pattern: NODE_ID_PATTERN.source})),
+    for_s: Type.Integer({minimum: 1}),
+    reason: Type.String({minLength: 1, maxLength: 1000}),
+  },
+  {additionalProperties: false},
+)
+
+// ---------------------------------------------------------------------------------------------
+// Config push (issue 7): versioned config documents per zone or per node, carried in the signed
+// desired state (ConfigDoc, the name rule and the hash live in config-docs.ts, free of TypeBox).
+
+/**
+ * `POST /v1/fleet/jurisdictions/:zone/config` and `POST /v1/fleet/nodes/:id/config`. The name is
+ * checked by HQ (CONFIG_NAME_INVALID says why); content is any JSON value up to 256 KiB canonical.
+ */
+export const ConfigPushRequestSchema = Type.Object(
+  {
+    name: Type.String({minLength: 1, maxLength: 200}),
+    content: Type.Unknown(),
+  },
+  {additionalProperties: false},
+)
+export type ConfigPushRequest = {name: string; content: unknown}
+
+/** A node a push reached: its new config version, and the refresh sent to it (none while it is pending). */
+export type ConfigPushNode = {node_id: string; config_version: number; command_id: string | null}
+
+/** The answer to a push. `changed: false`: the content equals the newest version, nothing was stored or sent. */
+export type ConfigPushResult = {
+  scope: ConfigScope
+  /** CH/FINMA or the node id. */
+  target: string
+  name: string
+  version: number
+  seq: number
+  sha256: string
+  /** Length of the content's canonical JSON. */
+  bytes: number
+  changed: boolean
+  created_by: string
+  created_at: string
+  /** Nodes whose effective config changed (their config version rose). */
+  nodes: ConfigPushNode[]
+  /** Zone pushes: nodes of the zone that keep their own document of this name (a node push shadows the zone's). */
+  shadowed: string[]
+  message: string
+}
+
+/** `GET /v1/fleet/config?zone=Z|node=ID`: a zone's current documents, or a node's effective ones. */
+export type ConfigListing = {
+  scope: ConfigScope
+  target: string
+  /** A node's config version (what its desired state carries); for a zone, the highest seq of its documents. */
+  config_version: number
+  docs: (ConfigDoc & {created_by: string; created_at: string})[]
+}
+
+/** A node's config in `GET /v1/fleet/nodes/:id`. */
+export type NodeConfigView = {
+  desired_version: number
+  /** From the node's last heartbeat (null: no heartbeat yet). */
+  applied_version: number | null
+  desired: ConfigDocRef[]
 }

@@ -55,6 +55,7 @@ export const AUDIT_ACTIONS = [
   'rollout.aborted',
   'alert.ack',
   'alert.silence',
+  'alert.unsilence',
   'webhook.add',
   'webhook.remove',
 ] as const

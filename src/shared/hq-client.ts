@@ -3,6 +3,8 @@ import type {Dispatcher} from 'undici'
 import type {AgentReport, AuditPage, ConsistencyProof, FleetNode, Health, Heartbeat, InclusionProof, Problem, WhoAmI} from './api.js'
 import type {CommandResult, CommandStatus, CommandTarget, FleetCommand, FleetNodeDetail, NodeCommand, NodeCommandName, RunModeAction, RunModeChange} from './api.js'
 import type {RollbackPlan, RollbackRequest, RolloutAction, RolloutPlan, RolloutView, UpgradeRequest} from './api.js'
+import type {ConfigListing, ConfigPushRequest, ConfigPushResult} from './api.js'
+import type {AlertQuery, AlertView, SilenceRequest, SilenceView} from './alerts.js'
 import type {Checkpoint} from './audit.js'
 import {JilError, messageOf, systemCode} from './errors.js'
 import type {ImageManifest} from './manifest.js'
@@ -268,6 +270,43 @@ export class HqClient {
 
   health(): Promise<Health> {
     return this.request<Health>('GET', '/v1/health')
+  }
+
+  // ---- alerts (users)
+
+  alerts(query: AlertQuery = {}): Promise<{alerts: AlertView[]}> {
+    const qs = new URLSearchParams(Object.entries(query).filter(([, v]) => v !== undefined).map(([k, v]) => [k, String(v)]))
+    return this.request('GET', `/v1/alerts${qs.size ? `?${qs}` : ''}`)
+  }
+
+  ackAlert(id: string): Promise<AlertView> {
+    return this.request('POST', `/v1/alerts/${encodeURIComponent(id)}/ack`, {})
+  }
+
+  silenceAlerts(body: SilenceRequest): Promise<SilenceView> {
+    return this.request('POST', '/v1/alerts/silences', body)
+  }
+
+  alertSilences(query: {all?: boolean} = {}): Promise<{silences: SilenceView[]}> {
+    return this.request('GET', `/v1/alerts/silences${query.all ? '?all=true' : ''}`)
+  }
+
+  unsilenceAlerts(id: string): Promise<SilenceView> {
+    return this.request('DELETE', `/v1/alerts/silences/${encodeURIComponent(id)}`)
+  }
+
+  // ---- config push (users)
+
+  /** Pushes the next version of a config document to a zone (CH/FINMA) or one node. */
+  configPush(target: {zone: string} | {node: string}, body: ConfigPushRequest): Promise<ConfigPushResult> {
+    const path = 'node' in target ? `/v1/fleet/nodes/${encodeURIComponent(target.node)}/config` : `/v1/fleet/jurisdictions/${encodeURIComponent(target.zone.replace('/', '_'))}/config`
+    return this.request('POST', path, body)
+  }
+
+  /** A zone's current config documents, or a node's effective ones. */
+  configList(target: {zone: string} | {node: string}): Promise<ConfigListing> {
+    const qs = new URLSearchParams('node' in target ? {node: target.node} : {zone: target.zone.replace('/', '_')})
+    return this.request('GET', `/v1/fleet/config?${qs}`)
   }
 
   async close(): Promise<void> {

@@ -1,6 +1,7 @@
 import {createHash} from 'node:crypto'
 
 import {canonicalJson} from './canonical.js'
+import {configDocsProblem, type ConfigDoc} from './config-docs.js'
 import {JilError} from './errors.js'
 import {compareVersions, verifyEd25519Sync, type TrustedKey, type Track} from './manifest.js'
 import type {Role} from './pki.js'
@@ -86,6 +87,11 @@ export type DesiredState = {
   services: DesiredService[]
   /** Services of the spec with no signed version on the track yet: not run. */
   unresolved: string[]
+  /**
+   * The node's effective config documents, sorted by name; `config_version` is the highest seq among
+   * them. Absent from an older HQ's documents: the node then leaves its config as it is.
+   */
+  config?: ConfigDoc[]
   key_id: string
   signature: string
 }
@@ -192,6 +198,11 @@ export function verifyDesiredState(doc: DesiredState, check: DesiredStateCheck):
     } catch {
       return fail('DS_MALFORMED', `service ${s.name} has an invalid version`)
     }
+  }
+  // Config documents are written to disk by name: a bad name, a duplicate or a hash that does not hold refuses the whole document.
+  if (d.config !== undefined) {
+    const problem = configDocsProblem(d.config)
+    if (problem) return fail('DS_MALFORMED', problem)
   }
   const refused: ServiceRefusal[] = []
   for (const s of doc.services) {

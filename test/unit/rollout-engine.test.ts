@@ -103,6 +103,11 @@ describe('the rollout state machine', () => {
     const after = apply(nodes, s)
     expect(after.map((n) => n.state)).toEqual(['reverting', 'reverting', 'skipped'])
     expect(s.nodes.filter((x) => x.pin === 'previous').map((x) => x.node_id)).toEqual(['N-1', 'N-2'])
+    // The failed node's moves chain (upgrading → failed → reverting), so the audit entry tells them right.
+    expect(s.nodes.filter((x) => x.node_id === 'N-2').map((x) => [x.from, x.to])).toEqual([
+      ['upgrading', 'failed'],
+      ['failed', 'reverting'],
+    ])
     // The failed node keeps its error while it reverts.
     expect(after[1]!.error).toBe('api failed on the node: HEALTH_TIMEOUT')
 

@@ -11,7 +11,7 @@ export type FleetNodeResult = FleetNodeDetail
 export default class FleetNode extends JilCommand {
   static override summary = 'Show one node: status, run mode, versions, last heartbeat, its agents\' last reports, desired vs applied.'
   static override description =
-    "Desired is what HQ holds for the node now (run mode, config version, the sequence of the desired state it last issued); applied is what the node's last heartbeat says it applied. They differ until the node has acted on a change."
+    "Desired is what HQ holds for the node now (run mode, config version, the sequence of the desired state it last issued); applied is what the node's last heartbeat says it applied. They differ until the node has acted on a change. The node's config documents (jil fleet config push) follow, with the config version it applied."
   static override examples = ['<%= config.bin %> fleet node CH-ZUG-01', '<%= config.bin %> fleet node CH-ZUG-01 --json']
   static override args = nodeArg
   static override flags = {...hqFlags}
@@ -26,7 +26,7 @@ export default class FleetNode extends JilCommand {
 
   protected override render(n: FleetNodeResult): void {
     const s = n.state
-    const applied = s.applied ? `${s.applied.run_mode}, sequence ${s.applied.sequence}` : '-'
+    const applied = s.applied ? `${s.applied.run_mode}, sequence ${s.applied.sequence}, config v${s.applied.config_version}` : '-'
     const desired = `${s.desired.run_mode}, sequence ${s.desired.sequence ?? '-'}, config v${s.desired.config_version}`
     this.log(
       keyValues([
@@ -44,6 +44,24 @@ export default class FleetNode extends JilCommand {
         ['in sync', s.in_sync === null ? '-' : s.in_sync ? 'yes' : 'no'],
       ]),
     )
+    // Desired config (what HQ carries in the node's desired state) against what the node says it wrote.
+    const c = n.config
+    if (c.desired.length > 0 || c.desired_version > 0) {
+      this.log('')
+      this.log(`config: desired v${c.desired_version}, applied ${c.applied_version === null ? '-' : `v${c.applied_version}`}${c.applied_version === c.desired_version ? '' : ' (not yet applied)'}`)
+      this.log(
+        table(
+          c.desired.map((d) => ({...d, sha256: d.sha256.slice(0, 16)})),
+          [
+            {key: 'name', header: 'document'},
+            {key: 'scope', header: 'scope'},
+            {key: 'version', header: 'version'},
+            {key: 'seq', header: 'seq'},
+            {key: 'sha256', header: 'sha256'},
+          ],
+        ),
+      )
+    }
     const reports = Object.values(n.reports)
     if (reports.length === 0) return
     this.log('')

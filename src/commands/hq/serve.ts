@@ -14,6 +14,7 @@ export default class HqServe extends JilCommand {
     listen: Flags.string({description: 'Address to listen on (port 0 picks a free one).', default: '127.0.0.1:8443', env: 'JIL_HQ_LISTEN', helpValue: 'HOST:PORT'}),
     'database-url': Flags.string({description: 'PostgreSQL URL (default: as given to jil hq init, else the embedded database).', env: 'JIL_DATABASE_URL', helpValue: 'URL'}),
     'rollout-tick-ms': Flags.integer({description: 'How often rollouts are advanced, in milliseconds.', env: 'JIL_ROLLOUT_TICK_MS', min: 100, default: 2000, hidden: true}),
+    'alert-every-ms': Flags.integer({description: 'How often the alert rules are evaluated, in milliseconds.', env: 'JIL_ALERT_EVERY_MS', min: 1000, default: 60_000, hidden: true}),
   }
 
   async run(): Promise<void> {
@@ -34,6 +35,7 @@ export default class HqServe extends JilCommand {
       logger,
       version: this.config.version,
       rolloutTickMs: flags['rollout-tick-ms'],
+      alertEveryMs: flags['alert-every-ms'],
     })
     const ready: HqServeReady = {url: hq.url, ca_fingerprint: hq.caFingerprint}
     if (this.jsonEnabled()) process.stdout.write(JSON.stringify(ready) + '\n')

@@ -126,7 +126,7 @@ export function stepRollout(p: RolloutParams, nodes: readonly RolloutNode[], obs
   if (!isOpen(p.state)) return out
   const state = new Map(nodes.map((n) => [n.node_id, n.state]))
   const set = (n: RolloutNode, step: Omit<NodeStep, 'node_id' | 'from'>) => {
-    out.nodes.push({node_id: n.node_id, from: n.state, ...step})
+    out.nodes.push({node_id: n.node_id, from: state.get(n.node_id)!, ...step})
     state.set(n.node_id, step.to)
   }
 

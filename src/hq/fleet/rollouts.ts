@@ -387,8 +387,8 @@ export class RolloutService {
   }
 
   /** One step of one rollout, in one transaction: judge, write pins and states, send refreshes, audit. Returns the nodes to wake. */
-  async advance(id: string): Promise<string[]> {
-    return this.db.transaction(async (tx) => {
+  async advance(id: string, transaction: Db['transaction'] = (fn) => this.db.transaction(fn)): Promise<string[]> {
+    return transaction(async (tx) => {
       const {rows} = await tx.query<RolloutRow>(`SELECT ${ROLLOUT_COLUMNS} FROM rollouts WHERE id = $1 FOR UPDATE`, [id])
       const r = rows[0]
       if (!r || !isOpen(r.state)) return []
@@ -572,12 +572,22 @@ export class RolloutDriver {
   private async pass(): Promise<void> {
     if (this.stopped) return
     this.lock ??= await this.db.tryAdvisoryLock(LOCKS.rollouts)
-    if (!this.lock) return
+    const lock = this.lock
+    if (!lock) return
     const service = this.rollouts()
-    for (const id of await service.openIds()) {
-      if (this.stopped) return
-      const woken = await service.advance(id)
-      if (woken.length) this.commands.wake(woken)
+    try {
+      for (const id of await service.openIds()) {
+        if (this.stopped) return
+        // On the lock's own session: if that session (and so the lock) is lost, the step is lost with
+        // it rather than committed beside another replica that took over.
+        const woken = await service.advance(id, (fn) => lock.transaction(fn))
+        if (woken.length) this.commands.wake(woken)
+      }
+    } catch (err) {
+      // The lock's session may be what failed: let go, so this or another replica takes over afresh.
+      await lock.release().catch(() => {})
+      this.lock = null
+      throw err
     }
   }
 }

@@ -5,6 +5,7 @@ import type {Db} from '../../shared/db/types.js'
 import {JilError} from '../../shared/errors.js'
 import type {AuditLedger} from '../audit/ledger.js'
 import type {Principal} from '../auth.js'
+import {effectiveConfigRefs} from './config.js'
 import {HeartbeatIngester} from './heartbeats.js'
 
 /** Nodes heartbeat every 60 s; three missed ones make a node offline. */
@@ -153,11 +154,19 @@ export class FleetService {
       [id],
     )
     const desired = {run_mode: row.run_mode, config_version: want[0]?.config_version ?? 0, sequence: want[0]?.sequence == null ? null : Number(want[0].sequence)}
-    const applied = row.heartbeat && row.last_heartbeat_at ? {run_mode: row.heartbeat.run_mode, sequence: row.heartbeat.desired_sequence, at: row.last_heartbeat_at.toISOString()} : null
+    // A node too old to report its config version has applied none (0).
+    const applied = row.heartbeat && row.last_heartbeat_at
+      ? {run_mode: row.heartbeat.run_mode, sequence: row.heartbeat.desired_sequence, config_version: row.heartbeat.config_version ?? 0, at: row.last_heartbeat_at.toISOString()}
+      : null
     return {
       ...toFleetNode(row, now),
       reports: Object.fromEntries(reports.map((r) => [r.agent, {...r.body, received_at: r.received_at.toISOString()}])),
-      state: {desired, applied, in_sync: applied ? applied.run_mode === desired.run_mode && applied.sequence === desired.sequence : null},
+      state: {
+        desired,
+        applied,
+        in_sync: applied ? applied.run_mode === desired.run_mode && applied.sequence === desired.sequence && applied.config_version === desired.config_version : null,
+      },
+      config: {desired_version: desired.config_version, applied_version: applied?.config_version ?? null, desired: await effectiveConfigRefs(this.db, id, row.zone)},
     }
   }
 

@@ -23,6 +23,7 @@ import {stackSpecProblem} from '../../shared/stack-schema.js'
 import {verifyUserSignature, type UserSignature} from '../../shared/user-signature.js'
 import type {AuditLedger} from '../audit/ledger.js'
 import type {Principal} from '../auth.js'
+import {effectiveConfig} from '../fleet/config.js'
 import {actorOf} from '../identity/service.js'
 
 /** How long a node may act on a desired state before it must fetch a fresh one (it freezes after). */
@@ -193,6 +194,7 @@ export class StackService {
         stack_version: record?.version ?? 0,
         services,
         unresolved,
+        config: await effectiveConfig(tx, nodeId, node.zone),
       }
       const hash = createHash('sha256').update(canonicalJson(content)).digest('hex')
       const now = this.clock.now()

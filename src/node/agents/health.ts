@@ -2,6 +2,7 @@ import {AGENT_NAMES} from '../../shared/agents.js'
 import type {AgentSummary, Finding, Heartbeat, HeartbeatService} from '../../shared/api.js'
 import {JilError, messageOf} from '../../shared/errors.js'
 import type {DesiredService, DesiredState} from '../../shared/stack.js'
+import {readAppliedConfig} from '../config-files.js'
 import {cometbftStatus, systemMetrics} from '../host.js'
 import {renewNode} from '../identity.js'
 import {isReplaceLeftover} from '../reconcile.js'
@@ -239,6 +240,8 @@ export const healthAgent: Agent = async (ctx) => {
     agent_version: ctx.version,
     run_mode: desired?.run_mode ?? 'running',
     desired_sequence: desired?.sequence ?? 0,
+    // A damaged or unreadable record counts as none: the next update run writes it again.
+    config_version: (await readAppliedConfig(ctx.stateDir).catch(() => undefined))?.config_version ?? 0,
     containers: counts,
     services: heartbeatServices(ctx.nodeId, containers, desired),
     system: await metrics,

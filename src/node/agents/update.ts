@@ -2,6 +2,7 @@ import {JilError} from '../../shared/errors.js'
 import {compareVersions} from '../../shared/manifest.js'
 import type {FileLock} from '../../shared/files.js'
 import {DESIRED_STATE_HINTS, verifyDesiredState, type DesiredState, type DesiredStateFailure, type RunMode} from '../../shared/stack.js'
+import {applyDesiredConfig, type ConfigApplyResult} from '../config-files.js'
 import {applyReconcile, planReconcile, runningVersions, type ServiceOutcome} from '../reconcile.js'
 import {lockContainersWhenFree, readAgentRecord, readAppliedDesiredState, writeAgentRecord, writeAppliedDesiredState} from '../state.js'
 import type {ManagedContainer} from '../runtime.js'
@@ -16,7 +17,16 @@ import type {Agent, AgentContext, AgentOutcome, Finding} from './types.js'
 
 export type UpdateResult =
   | {status: 'refused'; sequence: number | null; code: DesiredStateFailure; message: string}
-  | {status: 'applied'; sequence: number; run_mode: RunMode; actions: ServiceOutcome[]; unresolved: string[]; services: number}
+  | {
+      status: 'applied'
+      sequence: number
+      run_mode: RunMode
+      actions: ServiceOutcome[]
+      unresolved: string[]
+      services: number
+      /** What writing the document's config did; absent when the document carries none (an older HQ). */
+      config?: ConfigApplyResult
+    }
 
 /**
  * Verifies a desired state against what the node has applied and runs, and when it holds, records
@@ -47,6 +57,9 @@ export async function applyDesiredState(ctx: AgentContext, doc: DesiredState, tr
       return {status: 'refused', sequence: typeof doc?.sequence === 'number' ? doc.sequence : null, code: verdict.code, message: verdict.message}
     }
     await writeAppliedDesiredState(ctx.stateDir, doc)
+    // Config first, in every run mode, so that services created or replaced below start on it.
+    const config = doc.config === undefined ? undefined : await applyDesiredConfig(ctx.stateDir, doc.config_version, doc.config)
+    if (config && !config.ok) ctx.log.error({code: config.error.code, message: config.error.message}, 'config not applied')
     // A refused service (a lower version without a valid rollback) keeps what it runs; the rest of
     // the document, run mode included, still applies.
     const refusedNames = new Set(verdict.refused.map((r) => r.service))
@@ -59,7 +72,7 @@ export async function applyDesiredState(ctx: AgentContext, doc: DesiredState, tr
       actions.push({service: r.service, action: 'replace', from: c ? {version: c.version, digest: c.digest} : null, to: {version: s?.version ?? null, digest: s?.digest ?? null}, outcome: 'refused', error: {code: r.code, message: r.message}})
     }
     await writeAgentRecord(ctx.stateDir, FLOORS, nextFloors(floors, doc, await rt.list(ctx.nodeId)))
-    return {status: 'applied', sequence: doc.sequence, run_mode: doc.run_mode, actions, unresolved: doc.unresolved ?? [], services: doc.services.length}
+    return {status: 'applied', sequence: doc.sequence, run_mode: doc.run_mode, actions, unresolved: doc.unresolved ?? [], services: doc.services.length, ...(config ? {config} : {})}
   } finally {
     await lock.release()
   }
@@ -176,8 +189,36 @@ export function updateReport(r: UpdateResult): AgentOutcome {
     })
   }
   if (r.unresolved.length) parts.push(`${r.unresolved.length} unresolved (${r.unresolved.join(', ')})`)
+  const c = r.config
+  if (c && !c.ok) {
+    parts.push(`config v${c.config_version} not applied (${c.error.code})`)
+    findings.push({
+      id: 'config-not-applied',
+      severity: 'critical',
+      title: `Config v${c.config_version} could not be written: the node keeps config v${c.previous_version}`,
+      evidence: `${c.error.code}: ${c.error.message}`.slice(0, 4000),
+      remediation: "check the node's state dir (config/ under it: space, permissions); the next update run retries",
+    })
+  } else if (c && (c.written.length || c.removed.length || c.config_version !== c.previous_version)) {
+    parts.push(`config v${c.config_version} applied (${c.written.length} written, ${c.removed.length} removed)`)
+  }
   const summary = parts.join(', ')
-  return {summary: summary.length > 1000 ? summary.slice(0, 999) + '…' : summary, findings, details: {sequence: r.sequence, run_mode: r.run_mode, actions: r.actions, unresolved: r.unresolved}}
+  return {
+    summary: summary.length > 1000 ? summary.slice(0, 999) + '…' : summary,
+    findings,
+    details: {sequence: r.sequence, run_mode: r.run_mode, actions: r.actions, unresolved: r.unresolved, ...(c ? {config: c} : {})},
+  }
 }
 
-export const updateAgent: Agent = async (ctx) => updateReport(await reconcileNow(ctx))
+/**
+ * An update run. Config that could not be written fails the run (after the services were
+ * reconciled), so a refresh answers failed and HQ audits it, as for a failed service update.
+ */
+export const updateAgent: Agent = async (ctx) => {
+  const r = await reconcileNow(ctx)
+  const out = updateReport(r)
+  if (r.status === 'applied' && r.config && !r.config.ok) {
+    throw new JilError(r.config.error.code, `${out.summary}: ${r.config.error.message}`.slice(0, 900), {hint: "check the node's state dir (config/ under it: space, permissions); the next update run retries"})
+  }
+  return out
+}

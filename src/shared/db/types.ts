@@ -59,4 +59,6 @@ export const LOCKS = {
   heartbeatRetention: 0x6a696c00_00000004n,
   /** The rollout driver (one replica advances rollouts). */
   rollouts: 0x6a696c00_00000005n,
+  /** The alert evaluator (one replica evaluates the fleet's rules). */
+  alerts: 0x6a696c00_00000006n,
 } as const

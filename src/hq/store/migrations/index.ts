@@ -8,6 +8,8 @@ import m006 from './006_node_runtime.sql'
 import m007 from './007_fleet_commands.sql'
 import m008 from './008_heartbeat_scale.sql'
 import m009 from './009_rollouts.sql'
+import m010 from './010_config_docs.sql'
+import m011 from './011_alerts.sql'
 
 /** HQ's schema, in order. A new migration is a new NNN_name.sql file added here; applied ones never change. */
 export const HQ_MIGRATIONS: readonly Migration[] = [
@@ -20,4 +22,6 @@ export const HQ_MIGRATIONS: readonly Migration[] = [
   {version: 7, name: 'fleet_commands', sql: m007},
   {version: 8, name: 'heartbeat_scale', sql: m008},
   {version: 9, name: 'rollouts', sql: m009},
+  {version: 10, name: 'config_docs', sql: m010},
+  {version: 11, name: 'alerts', sql: m011},
 ]

@@ -1,0 +1,47 @@
+import {Counter, Gauge, Histogram, type Registry} from 'prom-client'
+
+import {ALERT_RULES, ALERT_STATES} from '../../shared/alerts.js'
+import type {Queryable} from '../../shared/db/types.js'
+
+/**
+ * The alert engine's figures on HQ's /metrics: alerts by rule and state (read from the database
+ * at scrape time, so every replica reports the same numbers, not only the one evaluating), how long
+ * an evaluation takes, and evaluations by outcome.
+ */
+export class AlertMetrics {
+  readonly evaluationSeconds = new Histogram({
+    name: 'jil_hq_alert_evaluation_duration_seconds',
+    help: 'One alert evaluation: loading the fleet snapshot, the rules, storing the alerts',
+    buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [],
+  })
+  readonly evaluations = new Counter({
+    name: 'jil_hq_alert_evaluations_total',
+    help: 'Alert evaluations by outcome: ok, failed, or standby (another replica holds the lock)',
+    labelNames: ['outcome'] as const,
+    registers: [],
+  })
+  readonly alerts: Gauge<'rule' | 'state'>
+
+  constructor(db: Queryable) {
+    this.alerts = new Gauge({
+      name: 'jil_hq_alerts',
+      help: 'Alerts by rule and state (resolved: all resolved alerts kept)',
+      labelNames: ['rule', 'state'] as const,
+      registers: [],
+      async collect() {
+        const {rows} = await db.query<{rule: string; state: string; n: number}>('SELECT rule, state, count(*)::int AS n FROM alerts GROUP BY rule, state')
+        // Every rule and state, zeros included, so a series never vanishes when its alerts clear.
+        for (const rule of ALERT_RULES) for (const state of ALERT_STATES) this.set({rule, state}, 0)
+        for (const r of rows) this.set({rule: r.rule, state: r.state}, r.n)
+      },
+    })
+  }
+
+  /** Adds these metrics to HQ's registry (app.ts owns it). */
+  registerOn(registry: Registry): void {
+    registry.registerMetric(this.evaluationSeconds)
+    registry.registerMetric(this.evaluations)
+    registry.registerMetric(this.alerts)
+  }
+}
