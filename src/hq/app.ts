@@ -9,6 +9,8 @@ import type {Db} from '../shared/db/types.js'
 import type {AlertMetrics} from './alerts/metrics.js'
 import {alertRoutes} from './alerts/routes.js'
 import type {AlertService} from './alerts/service.js'
+import {webhookRoutes} from './alerts/webhook-routes.js'
+import type {WebhookService} from './alerts/webhooks.js'
 import type {AuditLedger} from './audit/ledger.js'
 import {auditRoutes} from './audit/routes.js'
 import {installAuth, principalOfRequest, type Principal} from './auth.js'
@@ -48,8 +50,8 @@ export type HqAppDeps = {
   config?: ConfigService
   /** Rollouts, per-node upgrades and rollbacks. */
   rollouts?: RolloutService
-  /** Alerts, acks and silences; the alert engine's metrics join HQ's registry. */
-  alerts?: {service: AlertService; metrics?: AlertMetrics}
+  /** Alerts, acks and silences, webhooks; the alert engine's metrics join HQ's registry. */
+  alerts?: {service: AlertService; metrics?: AlertMetrics; webhooks?: WebhookService}
   /** Identity and access: absent only in tests that exercise the bare app. */
   identity?: Omit<IdentityDeps, 'caCertPem'>
   /** TLS material for the one listener; requestCert without rejectUnauthorized (DESIGN.md §4). */
@@ -108,6 +110,7 @@ export async function buildHqApp(deps: HqAppDeps): Promise<FastifyInstance> {
   if (deps.rollouts) rolloutRoutes(app, deps.rollouts)
   if (deps.alerts) {
     alertRoutes(app, deps.alerts.service)
+    if (deps.alerts.webhooks) webhookRoutes(app, deps.alerts.webhooks)
     deps.alerts.metrics?.registerOn(metrics)
   }
   if (deps.identity) {

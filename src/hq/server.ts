@@ -15,6 +15,7 @@ import {AlertEvaluator, type AlertSink} from './alerts/evaluator.js'
 import {AlertMetrics} from './alerts/metrics.js'
 import type {AlertConfig} from './alerts/rules.js'
 import {AlertService} from './alerts/service.js'
+import {WebhookDispatcher, WebhookOutbox, WebhookService, type WebhookDispatcherOptions} from './alerts/webhooks.js'
 import {buildHqApp} from './app.js'
 import {AuditLedger, AuditLoops} from './audit/ledger.js'
 import {CertificateAuthority} from './ca/ca.js'
@@ -49,6 +50,8 @@ export type HqServeOptions = {
   alertEveryMs?: number
   /** Alert thresholds over the defaults, and where notifications go (default: nowhere; webhooks plug in here). */
   alerts?: {config?: Partial<AlertConfig>; sink?: AlertSink}
+  /** The webhook delivery loop: poll interval, backoff, attempt timeout (env JIL_WEBHOOK_* in `hq serve`); tests pass `wake: false` and tick by hand. */
+  webhooks?: Pick<WebhookDispatcherOptions, 'pollMs' | 'wake' | 'backoff' | 'timeoutMs' | 'random'>
   /** The OCI registry HQ's images live in (for --unsigned); default config.json's registry. */
   registry?: string | undefined
   /** Hardware a joining node must report (default: config.json's join_minimums, else 2 cores, 2 GiB, 20 GiB). */
@@ -67,6 +70,8 @@ export type RunningHq = {
   rollouts: RolloutDriver
   /** The alert evaluator: tick() evaluates the fleet now (tests move an injected clock, then tick). */
   alerts: AlertEvaluator
+  /** The webhook delivery loop: tick() sends the deliveries due now. */
+  webhooks: WebhookDispatcher
   /** Stops accepting, lets requests in flight finish, closes the database, releases the data dir. */
   close(): Promise<void>
 }
@@ -124,10 +129,24 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
     })
     const rollouts = new RolloutService(db, ledger, o.clock, commands, stacks, () => rolloutDriver.kick())
     const alertMetrics = new AlertMetrics(db)
+    // Every replica delivers (claims are SKIP LOCKED); the outbox is written by whichever evaluates.
+    const webhookDispatcher = new WebhookDispatcher(db, o.clock, {
+      ...o.webhooks,
+      metrics: alertMetrics,
+      onError: (err) => o.logger.error({err}, 'webhook delivery pass failed; retrying'),
+    })
+    const outbox = new WebhookOutbox(o.clock, () => webhookDispatcher.wake())
+    const extraSink = o.alerts?.sink
+    const sink: AlertSink = extraSink
+      ? {
+          opened: async (tx, a) => (await outbox.opened(tx, a), await extraSink.opened(tx, a)),
+          resolved: async (tx, a) => (await outbox.resolved(tx, a), await extraSink.resolved(tx, a)),
+        }
+      : outbox
     const alertEvaluator = new AlertEvaluator(db, stacks, o.clock, {
       ...(o.alertEveryMs !== undefined ? {everyMs: o.alertEveryMs} : {}),
       ...(o.alerts?.config ? {config: o.alerts.config} : {}),
-      ...(o.alerts?.sink ? {sink: o.alerts.sink} : {}),
+      sink,
       metrics: alertMetrics,
       onError: (err) => o.logger.error({err}, 'alert evaluation failed; retrying'),
       onSkip: () => o.logger.warn('alert evaluation still running at the next tick; skipped'),
@@ -156,7 +175,7 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
       commands: {service: commands, actions: new RunModeActions(db, ledger, commands)},
       config: new ConfigService(db, ledger, commands, o.clock),
       rollouts,
-      alerts: {service: new AlertService(db, ledger, o.clock), metrics: alertMetrics},
+      alerts: {service: new AlertService(db, ledger, o.clock), metrics: alertMetrics, webhooks: new WebhookService(db, ledger, o.clock, () => webhookDispatcher.wake())},
       identity: {
         identity: new IdentityService(db, ca, ledger, o.clock, o.joinMinimums ?? config.join_minimums ?? DEFAULT_JOIN_MINIMUMS),
         crl,
@@ -196,6 +215,8 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
     rolloutDriver.start()
     // The fleet's alert rules are evaluated by one replica (advisory lock), the others stand by.
     alertEvaluator.start()
+    // Deliveries are in the database: those a previous run left pending go out on the first poll.
+    webhookDispatcher.start()
     let currentCert = keys.serverCert
     const liveDb = db
     const renewTimer = setInterval(() => {
@@ -227,6 +248,7 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
       sockets,
       rollouts: rolloutDriver,
       alerts: alertEvaluator,
+      webhooks: webhookDispatcher,
       close() {
         closing ??= (async () => {
           clearInterval(renewTimer)
@@ -237,6 +259,7 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
           await heartbeatRetention.stop()
           await rolloutDriver.stop()
           await alertEvaluator.stop()
+          await webhookDispatcher.stop()
           commands.close()
           await watcher.stop()
           await auditLoops.stop()

@@ -10,6 +10,7 @@ import {ALERT_RULES, ALERT_SEVERITIES, ALERT_STATES} from './alerts.js'
 import type {ConfigDoc, ConfigDocRef, ConfigScope} from './config-docs.js'
 import {NODE_STATUSES} from './fleet.js'
 import {NODE_ID_PATTERN} from './ids.js'
+import {DELIVERY_EVENTS, DELIVERY_STATES, WEBHOOK_FORMATS, WEBHOOK_SECRET_MAX} from './webhooks.js'
 
 export const Problem = Type.Object({
   type: Type.String(),
@@ -496,3 +497,43 @@ export type NodeConfigView = {
   applied_version: number | null
   desired: ConfigDocRef[]
 }
+
+// ---------------------------------------------------------------------------------------------
+// Alert webhooks (issue 8, item 3): names and patterns live in webhooks.ts (no TypeBox there).
+
+export const WebhookSchema = Type.Object({
+  id: Type.String(),
+  url: Type.String(),
+  format: literalsOf(WEBHOOK_FORMATS),
+  secret_fingerprint: Type.String(),
+  routing_key_fingerprint: NullableString,
+  created_by: Type.String(),
+  created_at: Type.String(),
+})
+
+/** URL scheme, secret length and the routing key's presence are checked by HQ (with codes that say why). */
+export const WebhookAddRequestSchema = Type.Object(
+  {
+    url: Type.String({minLength: 1, maxLength: 2048}),
+    secret: Type.String({maxLength: WEBHOOK_SECRET_MAX}),
+    format: Type.Optional(literalsOf(WEBHOOK_FORMATS)),
+    routing_key: Type.Optional(Type.String({minLength: 1, maxLength: 128})),
+  },
+  {additionalProperties: false},
+)
+
+export const DeliverySchema = Type.Object({
+  id: Type.String(),
+  webhook_id: Type.String(),
+  event: literalsOf(DELIVERY_EVENTS),
+  alert_id: NullableString,
+  fingerprint: NullableString,
+  state: literalsOf(DELIVERY_STATES),
+  attempts: Type.Integer(),
+  next_attempt_at: NullableString,
+  last_status: Type.Union([Type.Integer(), Type.Null()]),
+  last_error: NullableString,
+  created_at: Type.String(),
+  finished_at: NullableString,
+  attempt_log: Type.Array(Type.Object({at: Type.String(), status: Type.Union([Type.Integer(), Type.Null()]), error: NullableString})),
+})

@@ -5,6 +5,7 @@ import type {CommandResult, CommandStatus, CommandTarget, FleetCommand, FleetNod
 import type {RollbackPlan, RollbackRequest, RolloutAction, RolloutPlan, RolloutView, UpgradeRequest} from './api.js'
 import type {ConfigListing, ConfigPushRequest, ConfigPushResult} from './api.js'
 import type {AlertQuery, AlertView, SilenceRequest, SilenceView} from './alerts.js'
+import type {DeliveryQuery, DeliveryView, WebhookAddRequest, WebhookView} from './webhooks.js'
 import type {Checkpoint} from './audit.js'
 import {JilError, messageOf, systemCode} from './errors.js'
 import type {ImageManifest} from './manifest.js'
@@ -307,6 +308,33 @@ export class HqClient {
   configList(target: {zone: string} | {node: string}): Promise<ConfigListing> {
     const qs = new URLSearchParams('node' in target ? {node: target.node} : {zone: target.zone.replace('/', '_')})
     return this.request('GET', `/v1/fleet/config?${qs}`)
+  }
+
+  // ---- alert webhooks (users)
+
+  webhooks(): Promise<{webhooks: WebhookView[]}> {
+    return this.request('GET', '/v1/alerts/webhooks')
+  }
+
+  addWebhook(body: WebhookAddRequest): Promise<WebhookView> {
+    return this.request('POST', '/v1/alerts/webhooks', body)
+  }
+
+  removeWebhook(id: string): Promise<WebhookView> {
+    return this.request('DELETE', `/v1/alerts/webhooks/${encodeURIComponent(id)}`)
+  }
+
+  testWebhook(id: string): Promise<DeliveryView> {
+    return this.request('POST', `/v1/alerts/webhooks/${encodeURIComponent(id)}/test`, {})
+  }
+
+  webhookDeliveries(query: DeliveryQuery = {}): Promise<{deliveries: DeliveryView[]}> {
+    const qs = new URLSearchParams(Object.entries(query).filter(([, v]) => v !== undefined).map(([k, v]) => [k, String(v)]))
+    return this.request('GET', `/v1/alerts/webhooks/deliveries${qs.size ? `?${qs}` : ''}`)
+  }
+
+  webhookDelivery(id: string): Promise<DeliveryView> {
+    return this.request('GET', `/v1/alerts/webhooks/deliveries/${encodeURIComponent(id)}`)
   }
 
   async close(): Promise<void> {

@@ -15,6 +15,8 @@ export default class HqServe extends JilCommand {
     'database-url': Flags.string({description: 'PostgreSQL URL (default: as given to jil hq init, else the embedded database).', env: 'JIL_DATABASE_URL', helpValue: 'URL'}),
     'rollout-tick-ms': Flags.integer({description: 'How often rollouts are advanced, in milliseconds.', env: 'JIL_ROLLOUT_TICK_MS', min: 100, default: 2000, hidden: true}),
     'alert-every-ms': Flags.integer({description: 'How often the alert rules are evaluated, in milliseconds.', env: 'JIL_ALERT_EVERY_MS', min: 1000, default: 60_000, hidden: true}),
+    'webhook-poll-ms': Flags.integer({description: 'How often due webhook deliveries are looked for, in milliseconds.', env: 'JIL_WEBHOOK_POLL_MS', min: 50, default: 5000, hidden: true}),
+    'webhook-backoff-ms': Flags.integer({description: 'The wait after a failed webhook attempt (then ×4 each), in milliseconds.', env: 'JIL_WEBHOOK_BACKOFF_MS', min: 10, default: 10_000, hidden: true}),
   }
 
   async run(): Promise<void> {
@@ -36,6 +38,7 @@ export default class HqServe extends JilCommand {
       version: this.config.version,
       rolloutTickMs: flags['rollout-tick-ms'],
       alertEveryMs: flags['alert-every-ms'],
+      webhooks: {pollMs: flags['webhook-poll-ms'], backoff: {baseMs: flags['webhook-backoff-ms']}},
     })
     const ready: HqServeReady = {url: hq.url, ca_fingerprint: hq.caFingerprint}
     if (this.jsonEnabled()) process.stdout.write(JSON.stringify(ready) + '\n')

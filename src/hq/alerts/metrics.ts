@@ -2,11 +2,13 @@ import {Counter, Gauge, Histogram, type Registry} from 'prom-client'
 
 import {ALERT_RULES, ALERT_STATES} from '../../shared/alerts.js'
 import type {Queryable} from '../../shared/db/types.js'
+import {DELIVERY_STATES} from '../../shared/webhooks.js'
 
 /**
  * The alert engine's figures on HQ's /metrics: alerts by rule and state (read from the database
  * at scrape time, so every replica reports the same numbers, not only the one evaluating), how long
- * an evaluation takes, and evaluations by outcome.
+ * an evaluation takes, evaluations by outcome, and webhook deliveries: attempts by outcome (this
+ * replica's) and deliveries by state (the database's).
  */
 export class AlertMetrics {
   readonly evaluationSeconds = new Histogram({
@@ -21,7 +23,15 @@ export class AlertMetrics {
     labelNames: ['outcome'] as const,
     registers: [],
   })
+  /** Webhook delivery attempts by outcome, as this replica made them. */
+  readonly deliveries = new Counter({
+    name: 'jil_hq_webhook_deliveries_total',
+    help: 'Webhook delivery attempts by outcome: delivered, retried (failed, another attempt due), failed (dead letter)',
+    labelNames: ['outcome'] as const,
+    registers: [],
+  })
   readonly alerts: Gauge<'rule' | 'state'>
+  readonly deliveryStates: Gauge<'state'>
 
   constructor(db: Queryable) {
     this.alerts = new Gauge({
@@ -36,6 +46,18 @@ export class AlertMetrics {
         for (const r of rows) this.set({rule: r.rule, state: r.state}, r.n)
       },
     })
+    this.deliveryStates = new Gauge({
+      name: 'jil_hq_webhook_deliveries_stored',
+      help: 'Webhook deliveries kept, by state (pending: waiting for an attempt; failed: dead letters)',
+      labelNames: ['state'] as const,
+      registers: [],
+      async collect() {
+        const {rows} = await db.query<{state: string; n: number}>('SELECT state, count(*)::int AS n FROM webhook_deliveries GROUP BY state')
+        for (const state of DELIVERY_STATES) this.set({state}, 0)
+        for (const r of rows) this.set({state: r.state}, r.n)
+      },
+    })
+    for (const outcome of ['delivered', 'retried', 'failed']) this.deliveries.inc({outcome}, 0)
   }
 
   /** Adds these metrics to HQ's registry (app.ts owns it). */
@@ -43,5 +65,7 @@ export class AlertMetrics {
     registry.registerMetric(this.evaluationSeconds)
     registry.registerMetric(this.evaluations)
     registry.registerMetric(this.alerts)
+    registry.registerMetric(this.deliveries)
+    registry.registerMetric(this.deliveryStates)
   }
 }

@@ -10,6 +10,7 @@ import m008 from './008_heartbeat_scale.sql'
 import m009 from './009_rollouts.sql'
 import m010 from './010_config_docs.sql'
 import m011 from './011_alerts.sql'
+import m012 from './012_webhooks.sql'
 
 /** HQ's schema, in order. A new migration is a new NNN_name.sql file added here; applied ones never change. */
 export const HQ_MIGRATIONS: readonly Migration[] = [
@@ -24,4 +25,5 @@ export const HQ_MIGRATIONS: readonly Migration[] = [
   {version: 9, name: 'rollouts', sql: m009},
   {version: 10, name: 'config_docs', sql: m010},
   {version: 11, name: 'alerts', sql: m011},
+  {version: 12, name: 'webhooks', sql: m012},
 ]
