@@ -19,15 +19,9 @@ import {migrate} from '../src/shared/db/migrate.js'
 import {openPg, redactUrl} from '../src/shared/db/pg.js'
 import type {AuditLedger} from '../src/hq/audit/ledger.js'
 import {fillDb, makeFleet, toSnapshot} from './alerts/fleet.js'
+import {opt} from './lib/args.js'
 
 const BENCH = 'alerts'
-const argv = process.argv.slice(2)
-function opt(name: string, dflt: number): number {
-  const i = argv.indexOf(`--${name}`)
-  const v = i >= 0 ? Number(argv[i + 1]) : dflt
-  if (!Number.isInteger(v) || v <= 0) throw new Error(`--${name} wants a positive integer`)
-  return v
-}
 const NODES = opt('nodes', 100_000)
 const RUNS = opt('runs', 9)
 

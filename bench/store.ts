@@ -14,15 +14,9 @@ import {join} from 'node:path'
 import {openPg, redactUrl} from '../src/shared/db/pg.js'
 import {openPglite} from '../src/shared/db/pglite.js'
 import type {Db, Queryable} from '../src/shared/db/types.js'
+import {opt} from './lib/args.js'
 
 const BENCH = 'store'
-const argv = process.argv.slice(2)
-function opt(name: string, dflt: number): number {
-  const i = argv.indexOf(`--${name}`)
-  const v = i >= 0 ? Number(argv[i + 1]) : dflt
-  if (!Number.isInteger(v) || v <= 0) throw new Error(`--${name} wants a positive integer`)
-  return v
-}
 const SINGLE = opt('single', 2000)
 const BATCHES = opt('batches', 20)
 const BATCH = 1000

@@ -4,6 +4,10 @@ import {join} from 'node:path'
 import {createInterface} from 'node:readline'
 import {fileURLToPath} from 'node:url'
 
+import {expect} from 'vitest'
+
+import {tempDir} from './hq.js'
+
 export const BIN = fileURLToPath(new URL('../../bin/run.js', import.meta.url))
 
 export type CliResult = {code: number | null; stdout: string; stderr: string; json: () => any}
@@ -66,4 +70,46 @@ export async function startHqProcess(dir: string, env: NodeJS.ProcessEnv): Promi
   const serve = await jilServe(['hq', 'serve', '--data-dir', hqDir, '--listen', '127.0.0.1:0', '--json'], env)
   env.JIL_HQ_URL = serve.ready.url
   return {serve, fingerprint: init.json().ca_fingerprint as string, hqDir}
+}
+
+/** Runs the CLI and expects it to exit 0 (the command line and its stderr in the failure). */
+export async function jilOk(args: string[], env: NodeJS.ProcessEnv): Promise<CliResult> {
+  const r = await jil(args, env)
+  expect(r.code, `${args.join(' ')}\n${r.stderr}`).toBe(0)
+  return r
+}
+
+export type CliHq = {
+  tmp: Awaited<ReturnType<typeof tempDir>>
+  env: NodeJS.ProcessEnv
+  serve: Awaited<ReturnType<typeof jilServe>>
+  fingerprint: string
+  /** Ends `jil hq serve` and removes the temp dir. */
+  stop: () => Promise<void>
+}
+
+/**
+ * A CLI user's world: a temp dir, an env with its own XDG config and none of the caller's JIL_*
+ * settings, and a real `jil hq serve` in it (startHqProcess; env.JIL_HQ_URL set to it).
+ */
+export async function startCliHq(prefix: string): Promise<CliHq> {
+  const tmp = await tempDir(prefix)
+  const env: NodeJS.ProcessEnv = {XDG_CONFIG_HOME: join(tmp.dir, 'config'), JIL_USER: '', JIL_DATABASE_URL: '', JIL_HQ_URL: '', JIL_STATE_DIR: '', JIL_NODE_ID: ''}
+  try {
+    const {serve, fingerprint} = await startHqProcess(tmp.dir, env)
+    return {
+      tmp,
+      env,
+      serve,
+      fingerprint,
+      stop: async () => {
+        serve.child.kill('SIGTERM')
+        await serve.exited
+        await tmp.cleanup()
+      },
+    }
+  } catch (err) {
+    await tmp.cleanup()
+    throw err
+  }
 }

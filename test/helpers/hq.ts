@@ -5,9 +5,10 @@ import {join} from 'node:path'
 import {pino} from 'pino'
 
 import {initHq, type HqInitResult} from '../../src/hq/init.js'
-import {startHq, type RunningHq} from '../../src/hq/server.js'
+import {startHq, type HqServeOptions, type RunningHq} from '../../src/hq/server.js'
 import {readBundle, type UserBundle} from '../../src/shared/bundle.js'
 import {systemClock, type Clock} from '../../src/shared/clock.js'
+import type {AuditEntry} from '../../src/shared/audit.js'
 import type {HqClient} from '../../src/shared/hq-client.js'
 
 export async function tempDir(prefix = 'jil-test-'): Promise<{dir: string; cleanup: () => Promise<void>}> {
@@ -16,7 +17,9 @@ export async function tempDir(prefix = 'jil-test-'): Promise<{dir: string; clean
 }
 
 /** A real HQ in-process: a fresh data dir, HTTPS with mutual TLS on 127.0.0.1:0. */
-export async function startTestHq(o: {databaseUrl?: string; clock?: Clock; joinMinimums?: {cpu_cores: number; memory_bytes: number; disk_bytes: number}; registry?: string; rolloutTickMs?: number} = {}): Promise<{
+export async function startTestHq(
+  o: {databaseUrl?: string; clock?: Clock; joinMinimums?: {cpu_cores: number; memory_bytes: number; disk_bytes: number}; registry?: string; rolloutTickMs?: number} & Pick<HqServeOptions, 'alertEveryMs' | 'alerts' | 'webhooks'> = {},
+): Promise<{
   hq: RunningHq
   init: HqInitResult
   admin: UserBundle
@@ -45,6 +48,9 @@ export async function startTestHq(o: {databaseUrl?: string; clock?: Clock; joinM
     ...(o.joinMinimums ? {joinMinimums: o.joinMinimums} : {}),
     ...(o.registry ? {registry: o.registry} : {}),
     ...(o.rolloutTickMs ? {rolloutTickMs: o.rolloutTickMs} : {}),
+    ...(o.alertEveryMs ? {alertEveryMs: o.alertEveryMs} : {}),
+    ...(o.alerts ? {alerts: o.alerts} : {}),
+    ...(o.webhooks ? {webhooks: o.webhooks} : {}),
   })
   const admin = {...(await readBundle(init.admin_bundle)), hq_url: hq.url}
   return {
@@ -81,4 +87,13 @@ export async function testUsers(
   }
   users.admin = {bundle: t.admin, client: await HqClient.connect(t.hq.url, t.admin)}
   return users
+}
+
+/** A subject's audit entries once `action` is among them (the sequencer places entries a moment after their commit); after 100 tries, what there is. */
+export async function auditOnce(client: HqClient, subject: string, action: string): Promise<AuditEntry[]> {
+  for (let i = 0; ; i++) {
+    const {entries} = await client.request<{entries: AuditEntry[]}>('GET', `/v1/fleet/audit?subject=${subject}&limit=100`)
+    if (entries.some((e) => e.action === action) || i >= 100) return entries
+    await new Promise((r) => setTimeout(r, 100))
+  }
 }

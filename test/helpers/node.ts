@@ -3,9 +3,10 @@ import {join} from 'node:path'
 import {pino} from 'pino'
 
 import {HqClient} from '../../src/shared/hq-client.js'
+import type {Heartbeat, HeartbeatService} from '../../src/shared/api.js'
 import type {UserBundle} from '../../src/shared/bundle.js'
 import {systemClock, type Clock} from '../../src/shared/clock.js'
-import {initNode, joinNode} from '../../src/node/identity.js'
+import {initNode, joinNode, loadNodeIdentity} from '../../src/node/identity.js'
 import {settingsFrom, type NodeSettings} from '../../src/node/settings.js'
 import {createAgentContext} from '../../src/node/agents/run.js'
 import type {Runtime} from '../../src/node/runtime.js'
@@ -47,6 +48,77 @@ export async function joinTestNode(hq: {url: string; caFingerprint: string}, adm
     await client.close()
   }
   return {nodeId: o.nodeId, stateDir, cleanup: tmp.cleanup}
+}
+
+/** A joined test node and a client with its own identity (mutual TLS), to post what its agent would. */
+export type ConnectedNode = {node: TestNode; client: HqClient}
+
+/** joinTestNode, then a client for the node's own identity. */
+export async function connectTestNode(hq: {url: string; caFingerprint: string}, admin: UserBundle, o: Parameters<typeof joinTestNode>[2]): Promise<ConnectedNode> {
+  const node = await joinTestNode(hq, admin, o)
+  const identity = await loadNodeIdentity(node.stateDir)
+  return {node, client: await HqClient.connect(hq.url, {cert: identity.certPem, key: identity.keyPem, ca: identity.caPem})}
+}
+
+/** Closes each node's client and removes its state dir. */
+export async function closeTestNodes(nodes: Record<string, ConnectedNode>): Promise<void> {
+  for (const n of Object.values(nodes)) {
+    await n.client.close()
+    await n.node.cleanup()
+  }
+}
+
+/**
+ * A heartbeat as a running node's agent sends it at `time`: the given services, one container (healthy
+ * unless told otherwise), a calm system (disk at 10% unless told), a cert valid for `certValidMs` more.
+ */
+export function testHeartbeat(
+  nodeId: string,
+  time: Date,
+  o: {services: HeartbeatService[]; containers?: Partial<Heartbeat['containers']>; diskPercent?: number; certValidMs: number; sync?: Heartbeat['sync']},
+): Heartbeat {
+  return {
+    node_id: nodeId,
+    time: time.toISOString(),
+    agent_version: '0.0.0-test',
+    run_mode: 'running',
+    desired_sequence: 1,
+    containers: {total: 1, running: 1, healthy: 1, unhealthy: 0, exited: 0, restarting: 0, other: 0, ...o.containers},
+    services: o.services,
+    system: {cpu_percent: 1, load1: 0.1, memory_used_bytes: 1e9, memory_total_bytes: 8e9, disk_used_bytes: 1e10, disk_total_bytes: 1e11, disk_percent: o.diskPercent ?? 10},
+    cert: {serial: '01', not_after: new Date(time.getTime() + o.certValidMs).toISOString()},
+    agents: {},
+    ...(o.sync ? {sync: o.sync} : {}),
+  }
+}
+
+/** An integration suite's shared state: its users (testUsers), its connected nodes, image digests by version, and `as(name)`, that user's client. */
+export function suiteState(): {
+  users: Record<string, {bundle: UserBundle; client: HqClient}>
+  nodes: Record<string, ConnectedNode>
+  digest: Record<string, string>
+  as: (who: string) => HqClient
+} {
+  const users: Record<string, {bundle: UserBundle; client: HqClient}> = {}
+  return {users, nodes: {}, digest: {}, as: (who) => users[who]!.client}
+}
+
+/**
+ * An integration suite's teardown, in order: the nodes' clients and state, the users' clients, HQ,
+ * its database, the temp dir. A part not set up (setup failed before it) is passed over.
+ */
+export async function closeSuite(o: {
+  nodes: Record<string, ConnectedNode>
+  users: Record<string, {client: HqClient}>
+  hq: {stop: () => Promise<void>} | undefined
+  pg: {drop: () => Promise<void>} | undefined
+  tmp: {cleanup: () => Promise<void>} | undefined
+}): Promise<void> {
+  await closeTestNodes(o.nodes)
+  for (const u of Object.values(o.users)) await u.client.close()
+  await o.hq?.stop()
+  await o.pg?.drop()
+  await o.tmp?.cleanup()
 }
 
 /** Settings for a test node: the test engine, no jitter, healthz on a free port, overrides on top. */

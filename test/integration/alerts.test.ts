@@ -1,28 +1,26 @@
 import {existsSync} from 'node:fs'
 import {join} from 'node:path'
 
-import {pino} from 'pino'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {AlertEvaluator, type AlertSink} from '../../src/hq/alerts/evaluator.js'
 import {runningKey, type TrackResolver} from '../../src/hq/alerts/snapshot.js'
-import {initHq, type HqInitResult} from '../../src/hq/init.js'
-import {startHq, type RunningHq} from '../../src/hq/server.js'
-import {loadNodeIdentity, renewNode} from '../../src/node/identity.js'
+import type {HqInitResult} from '../../src/hq/init.js'
+import type {RunningHq} from '../../src/hq/server.js'
+import {renewNode} from '../../src/node/identity.js'
 import type {AlertView, SilenceView} from '../../src/shared/alerts.js'
-import type {AgentReport, Heartbeat, HeartbeatService} from '../../src/shared/api.js'
+import type {AgentReport, HeartbeatService} from '../../src/shared/api.js'
 import type {AuditEntry} from '../../src/shared/audit.js'
-import {readBundle, type UserBundle} from '../../src/shared/bundle.js'
+import type {UserBundle} from '../../src/shared/bundle.js'
 import {ManualClock} from '../../src/shared/clock.js'
 import {openPg} from '../../src/shared/db/pg.js'
 import type {Db, Queryable} from '../../src/shared/db/types.js'
-import {HqClient} from '../../src/shared/hq-client.js'
 import type {ImageManifest} from '../../src/shared/manifest.js'
 import {dbAdapters} from '../helpers/adapters.js'
 import {BIN, jil} from '../helpers/cli.js'
-import {tempDir, testUsers} from '../helpers/hq.js'
+import {auditOnce, startTestHq, tempDir, testUsers} from '../helpers/hq.js'
 import {pushTinyImage} from '../helpers/images.js'
-import {joinTestNode, type TestNode} from '../helpers/node.js'
+import {closeSuite, connectTestNode, suiteState, testHeartbeat} from '../helpers/node.js'
 import {freshPgDatabase, hasPg} from '../helpers/pg.js'
 
 const REGISTRY = process.env.JIL_TEST_REGISTRY
@@ -61,15 +59,13 @@ describe.runIf(REGISTRY).each(storages)('the alert engine on $name', (storage) =
   const API = `jil/al-api-${storage.name}`
   const suffix = storage.name === 'pg' ? 'PG' : 'LT'
   const [A, B, C] = [`CH-AL${suffix}-01`, `CH-AL${suffix}-02`, `CH-AL${suffix}-03`]
+  let t: Awaited<ReturnType<typeof startTestHq>>
   let hq: RunningHq
   let init: HqInitResult
   let admin: UserBundle
   let tmp: Awaited<ReturnType<typeof tempDir>>
   let pg: {url: string; drop: () => Promise<void>} | undefined
-  const users: Record<string, {bundle: UserBundle; client: HqClient}> = {}
-  const nodes: Record<string, {node: TestNode; client: HqClient}> = {}
-  const digest: Record<string, string> = {}
-  const as = (who: string) => users[who]!.client
+  const {users, nodes, digest, as} = suiteState()
   const tick = () => hq.alerts.tick()
   const open = async () => (await as('vera').alerts()).alerts
   const openFingerprints = async () => (await open()).map((a) => a.fingerprint).sort()
@@ -77,19 +73,12 @@ describe.runIf(REGISTRY).each(storages)('the alert engine on $name', (storage) =
 
   type Health = {digest?: string; disk?: number; lag?: number; state?: string; health?: HeartbeatService['health']}
   function heartbeat(id: string, o: Health = {}): Promise<unknown> {
-    const hb: Heartbeat = {
-      node_id: id,
-      time: clock.now().toISOString(),
-      agent_version: '0.0.0-test',
-      run_mode: 'running',
-      desired_sequence: 1,
-      containers: {total: 1, running: 1, healthy: 1, unhealthy: 0, exited: 0, restarting: 0, other: 0},
+    const hb = testHeartbeat(id, clock.now(), {
       services: [{name: 'api', critical: true, state: o.state ?? 'running', health: o.health ?? 'healthy', digest: o.digest ?? digest.v1!, version: null}],
-      system: {cpu_percent: 1, load1: 0.1, memory_used_bytes: 1e9, memory_total_bytes: 8e9, disk_used_bytes: 1e10, disk_total_bytes: 1e11, disk_percent: o.disk ?? 10},
-      cert: {serial: '01', not_after: new Date(clock.now().getTime() + 20 * DAY).toISOString()},
-      agents: {},
+      diskPercent: o.disk,
+      certValidMs: 20 * DAY,
       sync: {lag_s: o.lag ?? 0, caught_up: (o.lag ?? 0) === 0},
-    }
+    })
     return nodes[id]!.client.heartbeat(hb)
   }
   /** Every node heard from now, healthy on `d` unless told otherwise. */
@@ -97,13 +86,7 @@ describe.runIf(REGISTRY).each(storages)('the alert engine on $name', (storage) =
     for (const id of [A, B, C]) await heartbeat(id, {digest: d, ...o[id]})
   }
   /** The audit entries of a subject once `action` is among them (the sequencer places entries a moment after their commit). */
-  async function audit(subject: string, action: string): Promise<AuditEntry[]> {
-    for (let i = 0; ; i++) {
-      const {entries} = await as('admin').request<{entries: AuditEntry[]}>('GET', `/v1/fleet/audit?subject=${subject}&limit=100`)
-      if (entries.some((e) => e.action === action) || i >= 100) return entries
-      await new Promise((r) => setTimeout(r, 100))
-    }
-  }
+  const audit = (subject: string, action: string): Promise<AuditEntry[]> => auditOnce(as('admin'), subject, action)
   async function sign(version: string): Promise<string> {
     const d = await pushTinyImage(API, version)
     await as('ci').request<ImageManifest>('POST', '/v1/images', {image: `${REGISTRY}/${API}:${version}`, version, commit: 'abcdef0'})
@@ -113,41 +96,15 @@ describe.runIf(REGISTRY).each(storages)('the alert engine on $name', (storage) =
   beforeAll(async () => {
     pg = storage.databaseUrl ? await storage.databaseUrl() : undefined
     tmp = await tempDir()
-    const dataDir = join(tmp.dir, 'hq')
-    init = await initHq({dataDir, hostnames: [], ...(pg ? {databaseUrl: pg.url} : {}), force: false, profilePath: undefined, hqUrl: 'https://127.0.0.1:8443', clock})
-    hq = await startHq({
-      dataDir,
-      listen: {host: '127.0.0.1', port: 0},
-      databaseUrl: undefined,
-      clock,
-      logger: pino({level: 'silent'}),
-      version: '0.0.0-test',
-      registry: REGISTRY,
-      // Neither loop's timer fires during the test: the evaluator is ticked by hand.
-      rolloutTickMs: 2_000_000_000,
-      alertEveryMs: 2_000_000_000,
-      alerts: {sink},
-    })
-    admin = {...(await readBundle(init.admin_bundle)), hq_url: hq.url}
+    // Neither loop's timer fires during the test: the evaluator is ticked by hand.
+    t = await startTestHq({clock, registry: REGISTRY, rolloutTickMs: 2_000_000_000, alertEveryMs: 2_000_000_000, alerts: {sink}, ...(pg ? {databaseUrl: pg.url} : {})})
+    ;({hq, init, admin} = t)
     Object.assign(users, await testUsers({hq, admin}, tmp.dir, [['ci', 'ci-pipeline'], ['olga', 'ops-lead'], ['vera', 'viewer']] as const))
     digest.v1 = await sign('v1.0')
     await as('olga').setStack('devnet', {services: [{name: 'api', image: API, critical: true, command: ['sleep', '3600']}]})
-    for (const id of [A, B, C]) {
-      const node = await joinTestNode(hq, admin, {nodeId: id, zone: 'CH/FINMA', track: 'devnet', clock})
-      const identity = await loadNodeIdentity(node.stateDir)
-      nodes[id] = {node, client: await HqClient.connect(hq.url, {cert: identity.certPem, key: identity.keyPem, ca: identity.caPem})}
-    }
+    for (const id of [A, B, C]) nodes[id] = await connectTestNode(hq, admin, {nodeId: id, zone: 'CH/FINMA', track: 'devnet', clock})
   })
-  afterAll(async () => {
-    for (const n of Object.values(nodes)) {
-      await n.client.close()
-      await n.node.cleanup()
-    }
-    for (const u of Object.values(users)) await u.client.close()
-    await hq?.close()
-    await pg?.drop()
-    await tmp?.cleanup()
-  })
+  afterAll(() => closeSuite({nodes, users, hq: t, pg, tmp}))
 
   it('a healthy fleet raises nothing', async () => {
     await heartbeats()

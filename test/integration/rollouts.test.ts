@@ -4,18 +4,15 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {rollbackNode, startUpgrade} from '../../src/cli/rollouts.js'
 import {loadNodeIdentity} from '../../src/node/identity.js'
-import type {AgentReport, FleetNode, Heartbeat, RolloutPlan, RolloutView} from '../../src/shared/api.js'
-import type {AuditEntry} from '../../src/shared/audit.js'
-import type {UserBundle} from '../../src/shared/bundle.js'
+import type {AgentReport, FleetNode, RolloutPlan, RolloutView} from '../../src/shared/api.js'
 import {ManualClock} from '../../src/shared/clock.js'
-import {HqClient} from '../../src/shared/hq-client.js'
 import {approvalPayload, type ImageManifest} from '../../src/shared/manifest.js'
 import {verifyDesiredState, type DesiredState} from '../../src/shared/stack.js'
 import {extendTrust} from '../../src/shared/signing-keys.js'
 import {signAsUser} from '../../src/shared/user-signature.js'
-import {startTestHq, tempDir, testUsers} from '../helpers/hq.js'
+import {auditOnce, startTestHq, tempDir, testUsers} from '../helpers/hq.js'
 import {pushTinyImage} from '../helpers/images.js'
-import {joinTestNode, type TestNode} from '../helpers/node.js'
+import {closeSuite, connectTestNode, suiteState, testHeartbeat} from '../helpers/node.js'
 import {freshPgDatabase, hasPg} from '../helpers/pg.js'
 
 const REGISTRY = process.env.JIL_TEST_REGISTRY
@@ -38,26 +35,16 @@ describe.runIf(REGISTRY).each(storages)('rollouts and rollbacks on $name', (stor
   let t: Awaited<ReturnType<typeof startTestHq>>
   let tmp: Awaited<ReturnType<typeof tempDir>>
   let pg: {url: string; drop: () => Promise<void>} | undefined
-  const users: Record<string, {bundle: UserBundle; client: HqClient}> = {}
-  const nodes: Record<string, {node: TestNode; client: HqClient}> = {}
-  const digest: Record<string, string> = {}
-  const as = (who: string) => users[who]!.client
+  const {users, nodes, digest, as} = suiteState()
   const image = (v: string) => `${API}@${digest[v]}`
   const tick = () => t.hq.rollouts.tick()
 
   function heartbeat(id: string, d: string, health = 'healthy'): Promise<unknown> {
-    const hb: Heartbeat = {
-      node_id: id,
-      time: clock.now().toISOString(),
-      agent_version: '0.0.0-test',
-      run_mode: 'running',
-      desired_sequence: 1,
-      containers: {total: 1, running: 1, healthy: health === 'healthy' ? 1 : 0, unhealthy: health === 'unhealthy' ? 1 : 0, exited: 0, restarting: 0, other: 0},
+    const hb = testHeartbeat(id, clock.now(), {
       services: [{name: 'api', critical: true, state: 'running', health: health as 'healthy', digest: d, version: null}],
-      system: {cpu_percent: 1, load1: 0.1, memory_used_bytes: 1e9, memory_total_bytes: 8e9, disk_used_bytes: 1e10, disk_total_bytes: 1e11, disk_percent: 10},
-      cert: {serial: '01', not_after: new Date(clock.now().getTime() + 86_400_000).toISOString()},
-      agents: {},
-    }
+      containers: {healthy: health === 'healthy' ? 1 : 0, unhealthy: health === 'unhealthy' ? 1 : 0},
+      certValidMs: 86_400_000,
+    })
     return nodes[id]!.client.heartbeat(hb)
   }
 
@@ -74,13 +61,7 @@ describe.runIf(REGISTRY).each(storages)('rollouts and rollbacks on $name', (stor
   const desired = (id: string) => nodes[id]!.client.desiredState()
   const status = async (id: string) => (await as('vera').fleetNodes({zone: 'JP/JFSA'})).nodes.find((n: FleetNode) => n.id === id)!.status
   /** The audit entries of a subject once `last` is among them (the sequencer places entries a moment after their commit). */
-  const audit = async (subject: string, last: string) => {
-    for (let i = 0; ; i++) {
-      const {entries} = await as('admin').request<{entries: AuditEntry[]}>('GET', `/v1/fleet/audit?subject=${subject}&limit=100`)
-      if (entries.some((e) => e.action === last) || i >= 100) return entries
-      await new Promise((r) => setTimeout(r, 100))
-    }
-  }
+  const audit = (subject: string, last: string) => auditOnce(as('admin'), subject, last)
 
   beforeAll(async () => {
     pg = storage.databaseUrl ? await storage.databaseUrl() : undefined
@@ -100,22 +81,11 @@ describe.runIf(REGISTRY).each(storages)('rollouts and rollbacks on $name', (stor
     await as('olga').setStack('devnet', spec)
     await as('olga').pinStack('testnet', {service: 'api', version: 'v1.0'})
     for (const [id, track] of [...ids.map((i) => [i, 'testnet'] as const), [devnetId, 'devnet'] as const]) {
-      const node = await joinTestNode(t.hq, t.admin, {nodeId: id, zone: 'JP/JFSA', track, clock})
-      const identity = await loadNodeIdentity(node.stateDir)
-      nodes[id] = {node, client: await HqClient.connect(t.hq.url, {cert: identity.certPem, key: identity.keyPem, ca: identity.caPem})}
+      nodes[id] = await connectTestNode(t.hq, t.admin, {nodeId: id, zone: 'JP/JFSA', track, clock})
     }
     for (const id of ids) await heartbeat(id, digest['v1.0']!)
   })
-  afterAll(async () => {
-    for (const n of Object.values(nodes)) {
-      await n.client.close()
-      await n.node.cleanup()
-    }
-    for (const u of Object.values(users)) await u.client.close()
-    await t?.stop()
-    await pg?.drop()
-    await tmp?.cleanup()
-  })
+  afterAll(() => closeSuite({nodes, users, hq: t, pg, tmp}))
 
   it('refuses what is not an upgrade, naming why, and stores nothing', async () => {
     const up = (who: string, target: {node: string} | {zone: string}, body: Record<string, unknown>) => as(who).upgrade(target, {image: image('v1.1'), ...body})

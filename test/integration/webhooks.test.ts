@@ -4,15 +4,14 @@ import {createServer, type Server} from 'node:http'
 import type {AddressInfo} from 'node:net'
 import {join} from 'node:path'
 
-import {pino} from 'pino'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {WebhookDispatcher, WebhookOutbox} from '../../src/hq/alerts/webhooks.js'
-import {initHq, type HqInitResult} from '../../src/hq/init.js'
-import {startHq, type RunningHq} from '../../src/hq/server.js'
+import type {HqInitResult} from '../../src/hq/init.js'
+import type {RunningHq} from '../../src/hq/server.js'
 import type {AlertView} from '../../src/shared/alerts.js'
 import type {AuditEntry} from '../../src/shared/audit.js'
-import {readBundle, type UserBundle} from '../../src/shared/bundle.js'
+import type {UserBundle} from '../../src/shared/bundle.js'
 import {ManualClock} from '../../src/shared/clock.js'
 import {openPg} from '../../src/shared/db/pg.js'
 import type {Db} from '../../src/shared/db/types.js'
@@ -20,7 +19,7 @@ import {HqClient} from '../../src/shared/hq-client.js'
 import type {DeliveryView, WebhookView} from '../../src/shared/webhooks.js'
 import {dbAdapters} from '../helpers/adapters.js'
 import {BIN, jil} from '../helpers/cli.js'
-import {tempDir, testUsers} from '../helpers/hq.js'
+import {auditOnce, startTestHq, tempDir, testUsers} from '../helpers/hq.js'
 import {freshPgDatabase, hasPg} from '../helpers/pg.js'
 
 const MIN = 60_000
@@ -72,6 +71,7 @@ const storages: Storage[] = [{name: 'pglite'}, ...(hasPg ? [{name: 'pg', databas
  */
 describe.each(storages)('alert webhooks on $name', (storage) => {
   const clock = new ManualClock(new Date())
+  let t: Awaited<ReturnType<typeof startTestHq>>
   let hq: RunningHq
   let init: HqInitResult
   let admin: HqClient
@@ -106,32 +106,21 @@ describe.each(storages)('alert webhooks on $name', (storage) => {
       await admin.removeWebhook(w.id)
     }
   }
-  async function audit(subject: string, action: string): Promise<AuditEntry[]> {
-    for (let i = 0; ; i++) {
-      const {entries} = await admin.request<{entries: AuditEntry[]}>('GET', `/v1/fleet/audit?subject=${subject}&limit=100`)
-      if (entries.some((e) => e.action === action) || i >= 100) return entries
-      await new Promise((r) => setTimeout(r, 100))
-    }
-  }
+  const audit = (subject: string, action: string): Promise<AuditEntry[]> => auditOnce(admin, subject, action)
 
   beforeAll(async () => {
     rx = await receiver()
     pg = storage.databaseUrl ? await storage.databaseUrl() : undefined
     tmp = await tempDir()
-    const dataDir = join(tmp.dir, 'hq')
-    init = await initHq({dataDir, hostnames: [], ...(pg ? {databaseUrl: pg.url} : {}), force: false, profilePath: undefined, hqUrl: 'https://127.0.0.1:8443', clock})
-    hq = await startHq({
-      dataDir,
-      listen: {host: '127.0.0.1', port: 0},
-      databaseUrl: undefined,
+    t = await startTestHq({
       clock,
-      logger: pino({level: 'silent'}),
-      version: '0.0.0-test',
       rolloutTickMs: 2_000_000_000,
       alertEveryMs: 2_000_000_000,
       webhooks: {pollMs: 2_000_000_000, wake: false, backoff: {baseMs: 1000}, random: () => 0.5, timeoutMs: 5000},
+      ...(pg ? {databaseUrl: pg.url} : {}),
     })
-    const adminBundle: UserBundle = {...(await readBundle(init.admin_bundle)), hq_url: hq.url}
+    ;({hq, init} = t)
+    const adminBundle: UserBundle = t.admin
     admin = await HqClient.connect(hq.url, adminBundle)
     const users = await testUsers({hq, admin: adminBundle}, tmp.dir, [['vera', 'viewer']] as const)
     vera = users.vera!.client
@@ -140,7 +129,7 @@ describe.each(storages)('alert webhooks on $name', (storage) => {
   })
   afterAll(async () => {
     for (const c of clients) await c.close()
-    await hq?.close()
+    await t?.stop()
     await pg?.drop()
     await tmp?.cleanup()
     await rx?.close()

@@ -6,25 +6,11 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {jil, jilServe, startHqProcess} from '../helpers/cli.js'
 import {tempDir} from '../helpers/hq.js'
 import {containersOf, removeContainersOf} from '../helpers/images.js'
+import {until} from '../helpers/wait.js'
 
 const IMAGE = process.env.JIL_TEST_IMAGE
 const DOCKER = process.env.JIL_TEST_DOCKER_HOST
 const NODE = 'SG-E2E-01'
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const end = Date.now() + timeoutMs
-  let last: unknown
-  while (Date.now() < end) {
-    try {
-      const v = await fn()
-      if (v !== undefined) return v
-    } catch (err) {
-      last = err
-    }
-    await new Promise((r) => setTimeout(r, 500))
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`)
-}
 
 /**
  * The whole path as an operator walks it, every piece a real process: HQ serving, a release signed

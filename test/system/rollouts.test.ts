@@ -8,6 +8,7 @@ import {readAppliedDesiredState} from '../../src/node/state.js'
 import {jil, jilServe, startHqProcess} from '../helpers/cli.js'
 import {tempDir} from '../helpers/hq.js'
 import {containersOf, docker, makeTestImage, pushTinyImage, removeContainersOf, type TestImage} from '../helpers/images.js'
+import {until} from '../helpers/wait.js'
 
 const IMAGE = process.env.JIL_TEST_IMAGE
 const DOCKER = process.env.JIL_TEST_DOCKER_HOST
@@ -41,21 +42,6 @@ type AuditDetails = {nodes?: {node_id: string; from: string; to: string; error?:
 type AppContainer = {name: string; state: string; health: string; image: string; digest: string}
 
 const OPEN = new Set(['running', 'paused', 'reverting'])
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const end = Date.now() + timeoutMs
-  let last: unknown
-  while (Date.now() < end) {
-    try {
-      const v = await fn()
-      if (v !== undefined) return v
-    } catch (err) {
-      last = err
-    }
-    await sleep(500)
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`)
-}
 
 /** What `jil fleet rollout status` showed, in order, and the invariants of a one-at-a-time rollout over it. */
 function expectOneAtATime(views: readonly RolloutView[]): void {
@@ -365,7 +351,8 @@ describe.runIf(IMAGE && DOCKER && REGISTRY)('rollouts with real node daemons on 
   it('HQ killed mid-rollout resumes on restart', async () => {
     const url = serve.ready.url as string
     const port = new URL(url).port
-    const started = await upgrade(['--image', ref('v4.0'), '--min-healthy', '6s', '--health-timeout', '90s'])
+    // A long min-healthy, so the second node is still waiting it out while the CLI lists it and HQ dies, however loaded the machine.
+    const started = await upgrade(['--image', ref('v4.0'), '--min-healthy', '20s', '--health-timeout', '120s'])
     const seen: RolloutView[] = []
     // The second node runs v4.0 healthy and waits out min-healthy: HQ dies now.
     const mid = await follow(started.id, (v) => v.nodes[1]!.state === 'upgrading' && v.nodes[1]!.healthy_since !== null, seen)
@@ -380,7 +367,7 @@ describe.runIf(IMAGE && DOCKER && REGISTRY)('rollouts with real node daemons on 
     serve = await jilServe(['hq', 'serve', '--data-dir', hqDir, '--listen', `127.0.0.1:${port}`, '--json'], env)
     expect(serve.ready.url).toBe(url)
 
-    const end = await follow(started.id, ended, seen)
+    const end = await follow(started.id, ended, seen, 200_000)
     expectOneAtATime(seen)
     expect(end.id).toBe(started.id)
     expect(end.state).toBe('succeeded')
@@ -394,7 +381,7 @@ describe.runIf(IMAGE && DOCKER && REGISTRY)('rollouts with real node daemons on 
     const steps = nodeSteps(audit)
     expect(steps.filter((s) => s.to === 'upgrading').map((s) => [s.node_id, s.from])).toEqual(NODES.map((n) => [n, 'pending']))
     expect(steps.filter((s) => s.to === 'done').map((s) => s.node_id)).toEqual([...NODES])
-  }, 200_000)
+  }, 300_000)
 
   it('A canary of 1 stops after the first node until resumed', async () => {
     const started = await upgrade(['--image', ref('v5.0'), '--min-healthy', '2s', '--health-timeout', '60s', '--canary', '1'])

@@ -6,7 +6,7 @@ import {join} from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import type {DeliveryView, WebhookView} from '../../src/shared/webhooks.js'
-import {jil, jilServe, startHqProcess} from '../helpers/cli.js'
+import {jil, jilOk, jilServe, startHqProcess} from '../helpers/cli.js'
 import {tempDir} from '../helpers/hq.js'
 
 const SECRET = 'system-test-shared-secret-0123456789'
@@ -19,11 +19,7 @@ describe('jil alerts webhook (CLI, HQ process)', () => {
   let env: NodeJS.ProcessEnv
   let server: Server
   const got: {at: number; body: string; delivery: string; verified: boolean}[] = []
-  const ok = async (args: string[]) => {
-    const r = await jil(args, env)
-    expect(r.code, `${args.join(' ')}\n${r.stderr}`).toBe(0)
-    return r
-  }
+  const ok = (args: string[]) => jilOk(args, env)
 
   beforeAll(async () => {
     // The receiver fails the first attempt (503), then accepts.
