@@ -1,8 +1,9 @@
-import {createHash, randomBytes} from 'node:crypto'
+import {createHash} from 'node:crypto'
 
 import type {AlertRule, AlertSeverity, AlertState, AlertView} from '../../shared/alerts.js'
 import type {Clock} from '../../shared/clock.js'
 import {LOCKS, type AdvisoryLock, type Db, type Queryable} from '../../shared/db/types.js'
+import {newId} from '../../shared/ids.js'
 import type {AlertMetrics} from './metrics.js'
 import {DEFAULT_ALERT_CONFIG, evaluate, type AlertConfig, type AlertFinding} from './rules.js'
 import {loadSnapshot, type TrackResolver} from './snapshot.js'
@@ -48,7 +49,7 @@ export type EvaluationResult = {
 const IDLE: EvaluationResult = {evaluated: false, candidates: 0, findings: 0, opened: 0, updated: 0, resolved: 0, notified: 0, ms: 0}
 
 export function newAlertId(): string {
-  return `al_${[...randomBytes(20)].map((b) => (b % 36).toString(36)).join('')}`
+  return newId('al')
 }
 
 type OpenRow = {

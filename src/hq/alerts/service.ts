@@ -1,9 +1,9 @@
-import {randomBytes} from 'node:crypto'
 
 import {ALERT_RULES, isAlertRule, SILENCE_MAX_S, SILENCE_MIN_S, type AlertQuery, type AlertView, type SilenceRequest, type SilenceView} from '../../shared/alerts.js'
 import type {Clock} from '../../shared/clock.js'
 import type {Db} from '../../shared/db/types.js'
 import {JilError} from '../../shared/errors.js'
+import {newId} from '../../shared/ids.js'
 import type {AuditLedger} from '../audit/ledger.js'
 import type {Principal} from '../auth.js'
 import {actorOf} from '../identity/service.js'
@@ -24,7 +24,7 @@ function toSilence(r: SilenceRow, now: Date): SilenceView {
 }
 
 export function newSilenceId(): string {
-  return `si_${[...randomBytes(20)].map((b) => (b % 36).toString(36)).join('')}`
+  return newId('si')
 }
 
 /**

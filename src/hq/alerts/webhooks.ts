@@ -1,4 +1,3 @@
-import {randomBytes} from 'node:crypto'
 
 import {request} from 'undici'
 
@@ -6,6 +5,7 @@ import type {AlertRule, AlertView} from '../../shared/alerts.js'
 import type {Clock} from '../../shared/clock.js'
 import type {Db, Queryable} from '../../shared/db/types.js'
 import {JilError, messageOf, systemCode} from '../../shared/errors.js'
+import {newId} from '../../shared/ids.js'
 import {
   WEBHOOK_FORMATS,
   WEBHOOK_SECRET_MIN,
@@ -25,7 +25,6 @@ import type {AlertSink} from './evaluator.js'
 import type {AlertMetrics} from './metrics.js'
 import {backoffMs, DEFAULT_BACKOFF, displayUrl, MAX_ATTEMPTS, renderBody, retryable, secretFingerprint, signedHeaders, type Backoff} from './webhook-payloads.js'
 
-const newId = (prefix: string) => `${prefix}_${[...randomBytes(20)].map((b) => (b % 36).toString(36)).join('')}`
 export const newWebhookId = () => newId('wh')
 export const newDeliveryId = () => newId('wd')
 

@@ -1,9 +1,9 @@
-import {randomBytes} from 'node:crypto'
 
 import type {CommandResult, CommandStatus, CommandTarget, FleetCommand, NodeCommand, NodeCommandName} from '../../shared/api.js'
 import type {Clock} from '../../shared/clock.js'
 import type {Db, Queryable} from '../../shared/db/types.js'
 import {JilError} from '../../shared/errors.js'
+import {newId} from '../../shared/ids.js'
 import type {AuditLedger} from '../audit/ledger.js'
 import type {Principal} from '../auth.js'
 import {actorOf, zoneFromUrl} from '../identity/service.js'
@@ -38,9 +38,7 @@ type CommandRow = {
 const COLUMNS = 'id, seq, node_id, command, status, created_by, created_at, expires_at, delivered_at, deliveries, finished_at, result'
 
 export function newCommandId(): string {
-  // 20 base-36 characters: ~103 bits, enough that ids never collide.
-  const bytes = randomBytes(20)
-  return `cmd_${[...bytes].map((b) => (b % 36).toString(36)).join('')}`
+  return newId('cmd')
 }
 
 function toFleetCommand(r: CommandRow): FleetCommand {

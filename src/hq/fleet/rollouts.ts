@@ -1,10 +1,10 @@
-import {randomBytes} from 'node:crypto'
 
 import type {RollbackPlan, RollbackRequest, RolloutAction, RolloutPlan, RolloutView, UpgradeRequest, VersionRef} from '../../shared/api.js'
 import {canonicalJson} from '../../shared/canonical.js'
 import type {Clock} from '../../shared/clock.js'
 import {LOCKS, type AdvisoryLock, type Db, type Queryable} from '../../shared/db/types.js'
 import {JilError} from '../../shared/errors.js'
+import {newId} from '../../shared/ids.js'
 import {compareVersions, type Track} from '../../shared/manifest.js'
 import {rollbackPayload, type DesiredService, type RollbackPayload} from '../../shared/stack.js'
 import type {UserSignature} from '../../shared/user-signature.js'
@@ -51,8 +51,7 @@ const ROLLOUT_COLUMNS =
   'id, target, image, repository, digest, version, max_parallel, min_healthy_ms, health_timeout_ms, auto_revert, canary, canary_released, state, reason, created_by, created_at, updated_at, finished_at'
 
 export function newRolloutId(): string {
-  const bytes = randomBytes(20)
-  return `ro_${[...bytes].map((b) => (b % 36).toString(36)).join('')}`
+  return newId('ro')
 }
 
 const iso = (d: Date | null) => d?.toISOString() ?? null
