@@ -150,6 +150,7 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
       metrics: alertMetrics,
       onError: (err) => o.logger.error({err}, 'alert evaluation failed; retrying'),
       onSkip: () => o.logger.warn('alert evaluation still running at the next tick; skipped'),
+      ledger,
     })
     const app = await buildHqApp({
       releases: {

@@ -56,6 +56,7 @@ export const AUDIT_ACTIONS = [
   'alert.ack',
   'alert.silence',
   'alert.unsilence',
+  'alert.silence.expired',
   'webhook.add',
   'webhook.remove',
 ] as const

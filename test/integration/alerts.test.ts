@@ -275,11 +275,16 @@ describe.runIf(REGISTRY).each(storages)('the alert engine on $name', (storage) =
     await heartbeats({[A]: {disk: 96}}, digest.v2)
     expect((await as('vera').alertSilences()).silences.map((s) => s.id)).not.toContain(silence.id)
     expect((await as('vera').alertSilences({all: true})).silences.find((s) => s.id === silence.id)).toMatchObject({active: false})
-    await tick()
+    // The first evaluation after it ran out records the silence's end in the ledger, once.
+    expect(await tick()).toMatchObject({silencesEnded: 1})
+    expect((await audit(silence.id, 'alert.silence.expired')).map((e) => [e.action, e.actor])).toEqual([
+      ['alert.silence', {type: 'user', id: 'olga', role: 'ops-lead'}],
+      ['alert.silence.expired', {type: 'hq', id: 'alerts'}],
+    ])
     expect(await byFingerprint(`disk-critical:${A}`)).toMatchObject({id: silenced!.id, silenced: false})
     const notified = sink.events.slice(before).filter((e) => e.alert.fingerprint === `disk-critical:${A}`)
     expect(notified.map((e) => [e.kind, e.alert.id])).toEqual([['opened', silenced!.id]])
-    await tick()
+    expect(await tick()).toMatchObject({silencesEnded: 0})
     expect(sink.events.slice(before).filter((e) => e.alert.fingerprint === `disk-critical:${A}`)).toHaveLength(1)
 
     // Silenced from start to end: nothing is sent, neither opening nor resolution.
@@ -328,8 +333,8 @@ describe.runIf(REGISTRY).each(storages)('the alert engine on $name', (storage) =
     expect((silences.json() as {silences: SilenceView[]}).silences.map((s) => s.node_id)).toContain(A)
   })
 
-  // Last: it moves the clock by weeks.
-  it('cert-expiring: a warning 10 days before the node certificate expires, critical at 7, resolved by renewal', async () => {
+  // Last but one: it moves the clock by weeks.
+  it('cert-expiring: a warning 10 days before the node certificate expires, critical at 7 (notified again), resolved by renewal', async () => {
     clock.advance(21 * DAY)
     await heartbeats({}, digest.v2)
     await tick()
@@ -340,9 +345,36 @@ describe.runIf(REGISTRY).each(storages)('the alert engine on $name', (storage) =
     await heartbeats({}, digest.v2)
     await tick()
     expect(await byFingerprint(`cert-expiring:${A}`)).toMatchObject({id: warning.id, severity: 'critical'})
+    // Worse than when it was notified: notified again (a PagerDuty trigger of the same dedup_key updates the incident).
+    const notified = () => sink.events.filter((e) => e.alert.fingerprint === `cert-expiring:${A}`).map((e) => [e.kind, e.alert.severity])
+    expect(notified()).toEqual([['opened', 'warning'], ['opened', 'critical']])
+    await tick()
+    expect(notified()).toHaveLength(2)
     await renewNode({stateDir: nodes[A]!.node.stateDir, clock})
     await tick()
     expect(await openFingerprints()).toEqual([`cert-expiring:${B}`, `cert-expiring:${C}`])
+    expect(notified()).toEqual([['opened', 'warning'], ['opened', 'critical'], ['resolved', 'critical']])
+  })
+
+  // Last: a month later, without a heartbeat (the nodes' certificates would have run out).
+  it('resolved alerts and ended silences are pruned after 30 days; open ones stay', async () => {
+    const resolvedBefore = (await as('vera').alerts({state: 'resolved'})).alerts
+    expect(resolvedBefore.length).toBeGreaterThan(3)
+    const endedBefore = (await as('vera').alertSilences({all: true})).silences.filter((s) => !s.active)
+    expect(endedBefore.length).toBeGreaterThan(0)
+    const stillOpen = await openFingerprints()
+    clock.advance(31 * DAY)
+    const r = await tick()
+    // Every resolved alert resolved over 30 days ago, and every silence that ended then, is gone.
+    expect(r.pruned).toBeGreaterThanOrEqual(resolvedBefore.length + endedBefore.length)
+    const resolvedAfter = new Set((await as('vera').alerts({state: 'resolved'})).alerts.map((a) => a.id))
+    expect(resolvedBefore.filter((a) => resolvedAfter.has(a.id))).toEqual([])
+    const silencesAfter = new Set((await as('vera').alertSilences({all: true})).silences.map((s) => s.id))
+    expect(endedBefore.filter((s) => silencesAfter.has(s.id))).toEqual([])
+    // Open alerts are never pruned, however old: what was open is open or resolved just now (and kept).
+    const now = new Set([...(await openFingerprints()), ...(await as('vera').alerts({state: 'resolved'})).alerts.map((a) => a.fingerprint)])
+    for (const fp of stillOpen) expect(now.has(fp)).toBe(true)
+    expect(await tick()).toMatchObject({pruned: 0})
   })
 })
 

@@ -4,6 +4,7 @@ import type {AlertRule, AlertSeverity, AlertState, AlertView} from '../../shared
 import type {Clock} from '../../shared/clock.js'
 import {LOCKS, type AdvisoryLock, type Db, type Queryable} from '../../shared/db/types.js'
 import {newId} from '../../shared/ids.js'
+import type {AuditLedger} from '../audit/ledger.js'
 import type {AlertMetrics} from './metrics.js'
 import {DEFAULT_ALERT_CONFIG, evaluate, type AlertConfig, type AlertFinding} from './rules.js'
 import {loadSnapshot, type TrackResolver} from './snapshot.js'
@@ -30,7 +31,17 @@ export type AlertEvaluatorOptions = {
   onError?: (err: unknown) => void
   /** A timer tick found the previous evaluation still running and skipped (it is never stacked). */
   onSkip?: () => void
+  /** Where a silence's end is recorded, in the evaluation's transaction (HQ passes its ledger; without one, ends go unaudited). */
+  ledger?: Pick<AuditLedger, 'append'>
+  /** How long resolved alerts, and silences that ran out, are kept (default 30 days). */
+  retentionMs?: number
 }
+
+/** Resolved alerts and ended silences are kept this long by default, then pruned. */
+export const ALERT_RETENTION_MS = 30 * 86_400_000
+/** At most this many rows are pruned per evaluation, so a first run over a long history stays short. */
+const PRUNE_BATCH = 5_000
+const RANK: Record<AlertSeverity, number> = {warning: 1, critical: 2}
 
 /** What one tick did. `evaluated: false`: another replica holds the lock (or the evaluator stopped). */
 export type EvaluationResult = {
@@ -41,12 +52,16 @@ export type EvaluationResult = {
   opened: number
   updated: number
   resolved: number
-  /** Opening and resolution notifications handed to the sink. */
+  /** Opening, escalation and resolution notifications handed to the sink. */
   notified: number
+  /** Silences that ran out since the last evaluation (each audited once). */
+  silencesEnded: number
+  /** Resolved alerts and ended silences deleted for being older than the retention. */
+  pruned: number
   ms: number
 }
 
-const IDLE: EvaluationResult = {evaluated: false, candidates: 0, findings: 0, opened: 0, updated: 0, resolved: 0, notified: 0, ms: 0}
+const IDLE: EvaluationResult = {evaluated: false, candidates: 0, findings: 0, opened: 0, updated: 0, resolved: 0, notified: 0, silencesEnded: 0, pruned: 0, ms: 0}
 
 export function newAlertId(): string {
   return newId('al')
@@ -75,7 +90,9 @@ type ResolvedRow = Omit<OpenRow, 'state' | 'content_hash'> & {summary: string; d
  * this replica serves, so evaluations never interleave), loads the fleet in a few set-wise queries,
  * runs the rules in one pass, and in one transaction opens new alerts, refreshes open ones and
  * resolves those whose condition cleared. Silenced alerts are stored but not notified; one whose
- * silence ended while it is still true is notified then. One owned, single-flight timer: an
+ * silence ended while it is still true is notified then, and one whose severity rose (warning →
+ * critical) is notified again. A silence that ran out is audited once; resolved alerts and ended
+ * silences older than the retention are pruned. One owned, single-flight timer: an
  * overlapping tick is skipped, stop() waits for the evaluation in flight.
  */
 export class AlertEvaluator {
@@ -234,8 +251,11 @@ export class AlertEvaluator {
       notified++
     }
     for (const u of changed) {
-      // Held back by a silence that has ended, the condition still true: notify now.
-      if (u.a.notified || u.silenced) continue
+      if (u.silenced) continue
+      // Held back by a silence that has ended, the condition still true: notify now. Or notified
+      // before, and it has grown worse (warning → critical): notify again, so a pager that let a
+      // warning wait hears of it (PagerDuty updates the incident of the same dedup_key).
+      if (u.a.notified && RANK[u.f.severity] <= RANK[u.a.severity]) continue
       await this.sink.opened(tx, view({...u.f, id: u.a.id, state: u.a.state, silenced: false, first_seen: u.a.first_seen, last_seen: now, resolved_at: null, acked_by: u.a.acked_by, acked_at: u.a.acked_at}))
       notified++
     }
@@ -244,7 +264,43 @@ export class AlertEvaluator {
       await this.sink.resolved(tx, view({...a, nodeId: a.node_id, state: 'resolved', resolved_at: now}))
       notified++
     }
-    return {opened: inserts.length, updated: changed.length + same.length, resolved: resolved.length, notified}
+    const silencesEnded = await this.auditEndedSilences(tx, now)
+    const pruned = await this.prune(tx, now)
+    return {opened: inserts.length, updated: changed.length + same.length, resolved: resolved.length, notified, silencesEnded, pruned}
+  }
+
+  /** Silences expire by themselves: the first evaluation after one ran out records that in the ledger. */
+  private async auditEndedSilences(tx: Queryable, now: Date): Promise<number> {
+    const ledger = this.o.ledger
+    if (!ledger) return 0
+    const {rows} = await tx.query<{id: string; rule: string; node_id: string | null; reason: string; created_by: string; expires_at: Date}>(
+      `UPDATE alert_silences SET expiry_audited_at = $1 WHERE expiry_audited_at IS NULL AND expires_at <= $1
+       RETURNING id, rule, node_id, reason, created_by, expires_at`,
+      [now],
+    )
+    for (const s of rows.sort((a, b) => a.expires_at.getTime() - b.expires_at.getTime() || a.id.localeCompare(b.id))) {
+      await ledger.append(tx, {
+        actor: {type: 'hq', id: 'alerts'},
+        action: 'alert.silence.expired',
+        subject: s.id,
+        details: {rule: s.rule, node_id: s.node_id, reason: s.reason, created_by: s.created_by, expired_at: s.expires_at.toISOString()},
+      })
+    }
+    return rows.length
+  }
+
+  /** History has a horizon: resolved alerts and ended (and audited) silences older than the retention go. */
+  private async prune(tx: Queryable, now: Date): Promise<number> {
+    const before = new Date(now.getTime() - (this.o.retentionMs ?? ALERT_RETENTION_MS))
+    const alerts = await tx.query(
+      `DELETE FROM alerts WHERE id IN (SELECT id FROM alerts WHERE state = 'resolved' AND resolved_at < $1 ORDER BY resolved_at LIMIT ${PRUNE_BATCH})`,
+      [before],
+    )
+    const silences = await tx.query(
+      `DELETE FROM alert_silences WHERE expires_at < $1 AND (expiry_audited_at IS NOT NULL OR $2::boolean)`,
+      [before, !this.o.ledger],
+    )
+    return alerts.rowCount + silences.rowCount
   }
 }
 

@@ -11,6 +11,7 @@ import m009 from './009_rollouts.sql'
 import m010 from './010_config_docs.sql'
 import m011 from './011_alerts.sql'
 import m012 from './012_webhooks.sql'
+import m013 from './013_alert_history.sql'
 
 /** HQ's schema, in order. A new migration is a new NNN_name.sql file added here; applied ones never change. */
 export const HQ_MIGRATIONS: readonly Migration[] = [
@@ -26,4 +27,5 @@ export const HQ_MIGRATIONS: readonly Migration[] = [
   {version: 10, name: 'config_docs', sql: m010},
   {version: 11, name: 'alerts', sql: m011},
   {version: 12, name: 'webhooks', sql: m012},
+  {version: 13, name: 'alert_history', sql: m013},
 ]
