@@ -6,7 +6,9 @@
 // every alert is new, then in the steady state where they are all refreshed; with the snapshot's
 // load time on its own.
 //
-//   eval "$(scripts/test-services.sh env)" && npm run bench -- alerts [--nodes N] [--runs N]
+//   eval "$(scripts/test-services.sh env)" && npm run bench -- alerts [--nodes N] [--runs N] [--keep]
+//
+// --keep leaves the database in place (its URL on stderr) to look at the queries with EXPLAIN.
 import {randomBytes} from 'node:crypto'
 
 import {AlertEvaluator} from '../src/hq/alerts/evaluator.js'
@@ -24,6 +26,7 @@ import {opt} from './lib/args.js'
 const BENCH = 'alerts'
 const NODES = opt('nodes', 100_000)
 const RUNS = opt('runs', 9)
+const KEEP = process.argv.includes('--keep')
 
 function emit(metric: string, value: number, unit: string): void {
   process.stdout.write(JSON.stringify({bench: BENCH, metric, value: Math.round(value * 10) / 10, unit}) + '\n')
@@ -100,7 +103,8 @@ async function main(): Promise<void> {
     }
   } finally {
     await db.close()
-    await admin.exec(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+    if (KEEP) note(`kept the database: ${redactUrl(u.toString())}`)
+    else await admin.exec(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
     await admin.close()
   }
 }
