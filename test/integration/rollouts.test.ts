@@ -102,6 +102,10 @@ describe.runIf(REGISTRY).each(storages)('rollouts and rollbacks on $name', (stor
     await expect(as('olga').upgrade({zone: 'JP/JFSA'}, {image: 'not-an-image'})).rejects.toMatchObject({status: 400, details: {field: 'image'}})
     // Auto-revert without the caller's signed rollbacks: refused.
     await expect(up('olga', {zone: 'JP/JFSA'}, {auto_revert: true})).rejects.toMatchObject({status: 409, code: 'ROLLBACK_SIGNATURE_REQUIRED'})
+    // Malformed revert signatures: the caller's error (a 4xx with its code), never a 500.
+    for (const bad of [null, 42, 'sig', [], {}, {alg: 'RS256'}, {alg: 'ES256', signature: 'x', payload: {}, cert: 'c'}, {alg: 'ES256', signature: 'A'.repeat(86) + '==', payload: {}, cert: 'not a cert'}]) {
+      await expect(up('olga', {zone: 'JP/JFSA'}, {auto_revert: true, revert_signatures: [bad]}), JSON.stringify(bad)).rejects.toMatchObject({status: expect.toSatisfy((n: number) => n >= 400 && n < 500), code: expect.any(String)})
+    }
     expect((await as('vera').rollouts()).rollouts).toEqual([])
 
     // A dry run plans and stores nothing: devnet nodes are left out, auto-revert's rollbacks are listed.
@@ -241,6 +245,10 @@ describe.runIf(REGISTRY).each(storages)('rollouts and rollbacks on $name', (stor
     expect(plan).toMatchObject({applied: false, services: [{service: 'api', from: {version: 'v1.2'}, to: {version: 'v1.1', digest: digest['v1.1']}}]})
     const otto = signAsUser(plan.payloads[0] as {purpose: string}, users.otto!.bundle)
     await expect(as('olga').rollbackNode(ids[0]!, {signatures: [otto]})).rejects.toMatchObject({status: 403, code: 'ROLLBACK_NOT_YOURS'})
+    // Malformed signatures: the caller's error (a 4xx with its code), never a 500.
+    for (const bad of [null, 42, 'sig', [], {}, {...otto, alg: 'RS256'}, {...otto, signature: 'x'}, {...otto, payload: []}, {...otto, cert: 7}, {...otto, cert: 'not a cert'}]) {
+      await expect(as('olga').rollbackNode(ids[0]!, {signatures: [bad]}), JSON.stringify(bad)).rejects.toMatchObject({status: expect.toSatisfy((n: number) => n >= 400 && n < 500), code: expect.any(String)})
+    }
     expect((await desired(ids[0]!)).services[0]).toMatchObject({version: 'v1.2'})
 
     const done = await rollbackNode(as('olga'), users.olga!.bundle, ids[0]!, {dryRun: false})
