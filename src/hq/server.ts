@@ -31,6 +31,8 @@ import {RolloutDriver, RolloutService} from './fleet/rollouts.js'
 import {ReleaseService} from './releases/service.js'
 import {StackService} from './stack/service.js'
 import {ensureTokenSigner, RegistryTokenIssuer} from './registry/token.js'
+import {RegistryClient} from './registry/oci.js'
+import {RegistryScan} from './alerts/registry-scan.js'
 import {hqPath, lockDataDir, readHqConfig, readHqKeys, writeHqConfig, type DataDirLock} from './datadir.js'
 import {assertDbBelongsTo, openHqDb} from './store/index.js'
 
@@ -48,8 +50,8 @@ export type HqServeOptions = {
   rolloutTickMs?: number
   /** How often the alert rules are evaluated (default 60 s; env JIL_ALERT_EVERY_MS in `hq serve`). */
   alertEveryMs?: number
-  /** Alert thresholds over the defaults, and where notifications go (default: nowhere; webhooks plug in here). */
-  alerts?: {config?: Partial<AlertConfig>; sink?: AlertSink}
+  /** Alert thresholds over the defaults, where notifications go (default: nowhere; webhooks plug in here), and how often the registry is walked for unsigned digests (default 10 min; 0: never). */
+  alerts?: {config?: Partial<AlertConfig>; sink?: AlertSink; registryScanMs?: number}
   /** The webhook delivery loop: poll interval, backoff, attempt timeout (env JIL_WEBHOOK_* in `hq serve`); tests pass `wake: false` and tick by hand. */
   webhooks?: Pick<WebhookDispatcherOptions, 'pollMs' | 'wake' | 'backoff' | 'timeoutMs' | 'random'>
   /** The OCI registry HQ's images live in (for --unsigned); default config.json's registry. */
@@ -72,6 +74,8 @@ export type RunningHq = {
   alerts: AlertEvaluator
   /** The webhook delivery loop: tick() sends the deliveries due now. */
   webhooks: WebhookDispatcher
+  /** The walk of HQ's registry behind the image-unsigned rule (undefined: no registry, or turned off); refresh() walks now. */
+  registryScan: RegistryScan | undefined
   /** Stops accepting, lets requests in flight finish, closes the database, releases the data dir. */
   close(): Promise<void>
 }
@@ -110,7 +114,17 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
     const crl = new CrlService(db, {certPem: keys.caCert, keyPem: keys.caKey}, o.clock)
     await crl.latest()
     const signing = await fileSigner(keys.signingKey)
-    const releases = new ReleaseService(db, signing, ed25519PublicPem(signing.publicKey), keys.caCert, ledger, o.clock)
+    const tokenSigner = await ensureTokenSigner(o.dataDir, ca)
+    const registryTokens = new RegistryTokenIssuer(tokenSigner.keyPem, tokenSigner.certPem, o.clock)
+    const hqRegistry = o.registry ?? config.registry
+    // HQ is the token server of its own registry: walking it (--unsigned, the alert scan), HQ answers
+    // the registry's challenge with a token it signs for itself. Other registries get Docker credentials only.
+    let ownRegistry: Promise<RegistryClient> | undefined
+    const registryFor = (registry: string): Promise<RegistryClient> =>
+      registry === hqRegistry
+        ? (ownRegistry ??= RegistryClient.for(registry, {tokenFor: (service, scope) => registryTokens.issueForHq(service, scope), clock: o.clock}))
+        : RegistryClient.for(registry)
+    const releases = new ReleaseService(db, signing, ed25519PublicPem(signing.publicKey), keys.caCert, ledger, o.clock, registryFor)
     await releases.registerKey()
     // Desired states and stack records are signed with the releases' current key: the one the
     // releases service switches to only once a rotation has committed.
@@ -120,7 +134,6 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
       if (!s) throw new JilError('KEY_UNAVAILABLE', `the current signing key ${releases.currentKeyId} is not loaded`, {status: 500, hint: 'restart HQ'})
       return s
     }
-    const tokenSigner = await ensureTokenSigner(o.dataDir, ca)
     const commands = new CommandService(db, ledger, o.clock)
     const stacks = new StackService(db, currentSigner, keys.caCert, ledger, o.clock)
     const rolloutDriver: RolloutDriver = new RolloutDriver(db, () => rollouts, commands, {
@@ -143,7 +156,17 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
           resolved: async (tx, a) => (await outbox.resolved(tx, a), await extraSink.resolved(tx, a)),
         }
       : outbox
+    // The registry's unsigned digests: walked in the background at most every 10 min (0: not at all).
+    const registryScan =
+      hqRegistry && o.alerts?.registryScanMs !== 0
+        ? new RegistryScan(hqRegistry, () => registryFor(hqRegistry), o.clock, {
+            ...(o.alerts?.registryScanMs !== undefined ? {everyMs: o.alerts.registryScanMs} : {}),
+            metrics: alertMetrics,
+            onError: (err) => o.logger.error({err}, 'registry walk for unsigned digests failed; keeping the previous one'),
+          })
+        : undefined
     const alertEvaluator = new AlertEvaluator(db, stacks, o.clock, {
+      ...(registryScan ? {registryScan} : {}),
       ...(o.alertEveryMs !== undefined ? {everyMs: o.alertEveryMs} : {}),
       ...(o.alerts?.config ? {config: o.alerts.config} : {}),
       sink,
@@ -155,8 +178,8 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
     const app = await buildHqApp({
       releases: {
         service: releases,
-        registry: o.registry ?? config.registry,
-        tokens: new RegistryTokenIssuer(tokenSigner.keyPem, tokenSigner.certPem, o.clock),
+        registry: hqRegistry,
+        tokens: registryTokens,
         // Rotation keeps the previous key beside the new one (signing-KEYID.key) and points config.json at the new one.
         keyStore: async (next, previousKeyId) => {
           const current = hqPath(o.dataDir, 'signingKey')
@@ -250,6 +273,7 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
       rollouts: rolloutDriver,
       alerts: alertEvaluator,
       webhooks: webhookDispatcher,
+      registryScan,
       close() {
         closing ??= (async () => {
           clearInterval(renewTimer)
@@ -260,6 +284,7 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
           await heartbeatRetention.stop()
           await rolloutDriver.stop()
           await alertEvaluator.stop()
+          await registryScan?.stop()
           await webhookDispatcher.stop()
           commands.close()
           await watcher.stop()

@@ -16,7 +16,11 @@ export async function tempDir(prefix = 'jil-test-'): Promise<{dir: string; clean
   return {dir, cleanup: () => rm(dir, {recursive: true, force: true})}
 }
 
-/** A real HQ in-process: a fresh data dir, HTTPS with mutual TLS on 127.0.0.1:0. */
+/**
+ * A real HQ in-process: a fresh data dir, HTTPS with mutual TLS on 127.0.0.1:0. The alert engine's
+ * registry walk is off unless `alerts.registryScanMs` asks for it: the shared test registry holds
+ * every other test's unsigned digests.
+ */
 export async function startTestHq(
   o: {databaseUrl?: string; clock?: Clock; joinMinimums?: {cpu_cores: number; memory_bytes: number; disk_bytes: number}; registry?: string; rolloutTickMs?: number} & Pick<HqServeOptions, 'alertEveryMs' | 'alerts' | 'webhooks'> = {},
 ): Promise<{
@@ -49,7 +53,7 @@ export async function startTestHq(
     ...(o.registry ? {registry: o.registry} : {}),
     ...(o.rolloutTickMs ? {rolloutTickMs: o.rolloutTickMs} : {}),
     ...(o.alertEveryMs ? {alertEveryMs: o.alertEveryMs} : {}),
-    ...(o.alerts ? {alerts: o.alerts} : {}),
+    alerts: {registryScanMs: 0, ...o.alerts},
     ...(o.webhooks ? {webhooks: o.webhooks} : {}),
   })
   const admin = {...(await readBundle(init.admin_bundle)), hq_url: hq.url}

@@ -95,6 +95,33 @@ describe('alert rules', () => {
     expect(only(fleet([node('CH-ZUG-01')]), 'image-unsigned')).toEqual([])
   })
 
+  it('image-unsigned in the registry: one warning per unsigned digest, apart from a node running one (critical); cleared once the walk no longer lists it', () => {
+    const repo = '127.0.0.1:5000/jil/settlement-api'
+    const f = fleet([node('CH-ZUG-01', {hb: {services: [svc('api', {digest: ROGUE})]}}), node('CH-ZUG-02')])
+    f.registryUnsigned = [
+      {repository: repo, tags: ['v95.4', 'latest'], digest: ROGUE},
+      {repository: '127.0.0.1:5000/jil/wallet-api', tags: [], digest: V2},
+    ]
+    const u = only(f, 'image-unsigned')
+    expect(u.map((x) => [x.subject, x.nodeId, x.severity])).toEqual([
+      ['CH-ZUG-01', 'CH-ZUG-01', 'critical'],
+      [`registry:${repo}@${ROGUE}`, null, 'warning'],
+      [`registry:127.0.0.1:5000/jil/wallet-api@${V2}`, null, 'warning'],
+    ])
+    expect(u[1]).toMatchObject({
+      fingerprint: `image-unsigned:registry:${repo}@${ROGUE}`,
+      summary: `${repo} sha256:ffffffffffff (v95.4, latest) in the registry has no signed manifest`,
+      details: {repository: repo, tags: ['v95.4', 'latest'], digest: ROGUE},
+    })
+    expect(u[2]!.summary).toBe('127.0.0.1:5000/jil/wallet-api sha256:222222222222 (untagged) in the registry has no signed manifest')
+    // Signed since (the walk's digests are filtered against the manifests): only the node's alert is left.
+    f.registryUnsigned = []
+    expect(only(f, 'image-unsigned').map((x) => x.subject)).toEqual(['CH-ZUG-01'])
+    // No walk yet (or no registry): nothing about the registry either.
+    delete f.registryUnsigned
+    expect(only(f, 'image-unsigned').map((x) => x.subject)).toEqual(['CH-ZUG-01'])
+  })
+
   it('service-down: a critical service not running or unhealthy, unless the node is paused, stopped or being upgraded', () => {
     const down = {hb: {services: [svc('api', {state: 'exited'}), svc('db', {health: 'unhealthy'}), svc('worker', {critical: false, state: 'exited'})]}}
     const f = fleet([node('CH-ZUG-01', down), node('CH-ZUG-02', {...down, runMode: 'stopped'}), node('CH-ZUG-03', {...down, upgrading: true}), node('CH-ZUG-04')])

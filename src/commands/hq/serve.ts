@@ -17,6 +17,7 @@ export default class HqServe extends JilCommand {
     'alert-every-ms': Flags.integer({description: 'How often the alert rules are evaluated, in milliseconds.', env: 'JIL_ALERT_EVERY_MS', min: 1000, default: 60_000, hidden: true}),
     'webhook-poll-ms': Flags.integer({description: 'How often due webhook deliveries are looked for, in milliseconds.', env: 'JIL_WEBHOOK_POLL_MS', min: 50, default: 5000, hidden: true}),
     'webhook-backoff-ms': Flags.integer({description: 'The wait after a failed webhook attempt (then ×4 each), in milliseconds.', env: 'JIL_WEBHOOK_BACKOFF_MS', min: 10, default: 10_000, hidden: true}),
+    'registry-scan-ms': Flags.integer({description: 'How often the registry is walked for unsigned digests, in milliseconds (0: never).', env: 'JIL_REGISTRY_SCAN_MS', min: 0, default: 600_000, hidden: true}),
   }
 
   async run(): Promise<void> {
@@ -38,6 +39,7 @@ export default class HqServe extends JilCommand {
       version: this.config.version,
       rolloutTickMs: flags['rollout-tick-ms'],
       alertEveryMs: flags['alert-every-ms'],
+      alerts: {registryScanMs: flags['registry-scan-ms']},
       webhooks: {pollMs: flags['webhook-poll-ms'], backoff: {baseMs: flags['webhook-backoff-ms']}},
     })
     const ready: HqServeReady = {url: hq.url, ca_fingerprint: hq.caFingerprint}

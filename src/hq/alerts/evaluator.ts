@@ -6,6 +6,7 @@ import {LOCKS, type AdvisoryLock, type Db, type Queryable} from '../../shared/db
 import {newId} from '../../shared/ids.js'
 import type {AuditLedger} from '../audit/ledger.js'
 import type {AlertMetrics} from './metrics.js'
+import type {RegistryScan} from './registry-scan.js'
 import {DEFAULT_ALERT_CONFIG, evaluate, type AlertConfig, type AlertFinding} from './rules.js'
 import {loadSnapshot, type TrackResolver} from './snapshot.js'
 
@@ -35,6 +36,8 @@ export type AlertEvaluatorOptions = {
   ledger?: Pick<AuditLedger, 'append'>
   /** How long resolved alerts, and silences that ran out, are kept (default 30 days). */
   retentionMs?: number
+  /** The registry's digests for the image-unsigned rule (HQ with a registry); evaluations use its last completed walk and never wait for one. */
+  registryScan?: Pick<RegistryScan, 'current'>
 }
 
 /** Resolved alerts and ended silences are kept this long by default, then pruned. */
@@ -157,7 +160,8 @@ export class AlertEvaluator {
     const started = performance.now()
     try {
       const now = this.clock.now()
-      const snapshot = await loadSnapshot(this.db, this.stacks, now, this.config)
+      // Only the replica holding the lock walks the registry (current() starts a walk when one is due).
+      const snapshot = await loadSnapshot(this.db, this.stacks, now, this.config, this.o.registryScan?.current()?.digests)
       const findings = evaluate(snapshot, this.config, now)
       // On the lock's own session: if it (and so the lock) is lost, this work is lost with it.
       const r = await this.lock.transaction((tx) => this.store(tx, findings, now))

@@ -30,6 +30,13 @@ export class AlertMetrics {
     labelNames: ['outcome'] as const,
     registers: [],
   })
+  /** Walks of HQ's registry for the image-unsigned rule (registry-scan.ts), by outcome. */
+  readonly registryScans = new Counter({
+    name: 'jil_hq_alert_registry_scans_total',
+    help: 'Walks of the registry for unsigned digests by outcome: ok, failed (the previous walk stays in use)',
+    labelNames: ['outcome'] as const,
+    registers: [],
+  })
   readonly alerts: Gauge<'rule' | 'state'>
   readonly deliveryStates: Gauge<'state'>
 
@@ -58,12 +65,14 @@ export class AlertMetrics {
       },
     })
     for (const outcome of ['delivered', 'retried', 'failed']) this.deliveries.inc({outcome}, 0)
+    for (const outcome of ['ok', 'failed']) this.registryScans.inc({outcome}, 0)
   }
 
   /** Adds these metrics to HQ's registry (app.ts owns it). */
   registerOn(registry: Registry): void {
     registry.registerMetric(this.evaluationSeconds)
     registry.registerMetric(this.evaluations)
+    registry.registerMetric(this.registryScans)
     registry.registerMetric(this.alerts)
     registry.registerMetric(this.deliveries)
     registry.registerMetric(this.deliveryStates)

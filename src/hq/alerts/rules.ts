@@ -81,6 +81,9 @@ export type SnapshotRollout = {
   at: Date
 }
 
+/** A digest in the registry, with the tags that point at it (repository as manifests name it: HOST:PORT/NAME). */
+export type RegistryDigest = {repository: string; tags: string[]; digest: string}
+
 /** The fleet as the rules see it, loaded in a few set-wise queries. */
 export type FleetSnapshot = {
   nodes: readonly SnapshotNode[]
@@ -90,6 +93,11 @@ export type FleetSnapshot = {
   desired: Readonly<Record<Track, ReadonlyMap<string, DesiredRef>>>
   /** Rollouts that failed, are reverting, or ended within the window. */
   rollouts: readonly SnapshotRollout[]
+  /**
+   * The registry's digests with no live manifest on any track, one per repository and digest, from
+   * the last completed registry walk. Absent: HQ has no registry, or no walk has completed yet.
+   */
+  registryUnsigned?: readonly RegistryDigest[]
 }
 
 /** Something wrong now. */
@@ -176,6 +184,16 @@ export function evaluate(fleet: FleetSnapshot, cfg: AlertConfig, now: Date): Ale
     if (drift && !n.upgrading) {
       find('version-drift', id, id, 'warning', `${id}: ${drift.map((d) => `${d.service} runs ${short(d.digest)}, should run ${d.desired_version}`).join(', ')}`, {services: drift})
     }
+  }
+
+  // Unsigned in the registry is a warning: nodes refuse to run it. A node running one is critical (above).
+  for (const r of fleet.registryUnsigned ?? []) {
+    const tags = r.tags.length ? r.tags.join(', ') : 'untagged'
+    find('image-unsigned', `registry:${r.repository}@${r.digest}`, null, 'warning', `${r.repository} ${short(r.digest)} (${tags}) in the registry has no signed manifest`, {
+      repository: r.repository,
+      tags: r.tags,
+      digest: r.digest,
+    })
   }
 
   const since = t - cfg.rolloutFailedForMs

@@ -4,7 +4,7 @@ import {canonicalJson} from '../../shared/canonical.js'
 import type {Db} from '../../shared/db/types.js'
 import type {StackView} from '../../shared/hq-client.js'
 import {TRACKS, type Track} from '../../shared/manifest.js'
-import type {AlertConfig, DesiredRef, FleetSnapshot, SnapshotNode, SnapshotRollout, SnapshotService} from './rules.js'
+import type {AlertConfig, DesiredRef, FleetSnapshot, RegistryDigest, SnapshotNode, SnapshotRollout, SnapshotService} from './rules.js'
 
 /** A track's stack and what each of its services runs (StackService.view: the same resolution nodes get). */
 export interface TrackResolver {
@@ -97,7 +97,7 @@ type CandidateRow = {
  * only where the services rules have something to find: a node running exactly its desired state
  * with no critical service down gets an empty list (no rule about services could fire on it).
  */
-export async function loadSnapshot(q: Db, stacks: TrackResolver, now: Date, cfg: AlertConfig): Promise<FleetSnapshot> {
+export async function loadSnapshot(q: Db, stacks: TrackResolver, now: Date, cfg: AlertConfig, registry?: readonly RegistryDigest[] | null): Promise<FleetSnapshot> {
   const [manifests, pins, upgrading, rollouts, certs, views] = await Promise.all([
     q.query<{digest: string; track: Track; created_at: Date}>('SELECT digest, track, created_at FROM manifests WHERE deprecated_at IS NULL'),
     q.query<{node_id: string; service: string; digest: string; version: string; pinned_at: Date; image: string; track: Track}>(PINS_SQL),
@@ -195,10 +195,14 @@ export async function loadSnapshot(q: Db, stacks: TrackResolver, now: Date, cfg:
     pins: nodePins.get(r.id) ?? null,
   }))
 
+  // The registry walk (registry-scan.ts) against the manifests as they are now: signing clears at the next evaluation, not the next walk.
+  const registryUnsigned = registry?.filter((d) => !TRACKS.some((t) => signedAt[t].has(d.digest)))
+
   return {
     nodes,
     signed: {devnet: new Set(signedAt.devnet.keys()), testnet: new Set(signedAt.testnet.keys()), mainnet: new Set(signedAt.mainnet.keys())},
     desired,
     rollouts: rollouts.rows.map((r) => ({id: r.id, seq: Number(r.seq), state: r.state, target: canonicalJson(r.target), image: r.image, version: r.version, reason: r.reason, at: r.at})),
+    ...(registryUnsigned ? {registryUnsigned} : {}),
   }
 }

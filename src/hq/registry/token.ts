@@ -19,27 +19,45 @@ export const REGISTRY_SERVICE = 'jil-registry'
 export const TOKEN_ISSUER = 'jil-hq'
 export const TOKEN_TTL_S = 300
 
-export type RegistryAccess = {type: 'repository'; name: string; actions: ('pull' | 'push')[]}
+/**
+ * What a token grants: pull/push on a repository, or `registry:catalog:*` (listing the
+ * repositories), which only HQ's own walk of its registry gets (hqGrant), never a user or a node.
+ */
+export type RegistryAccess = {type: 'repository'; name: string; actions: ('pull' | 'push')[]} | {type: 'registry'; name: 'catalog'; actions: '*'[]}
+
+/** Whom a token is for: an authenticated caller, or HQ itself (the alert engine's registry walk, `jil hq images --unsigned`). */
+export type TokenSubject = Principal | {kind: 'hq'}
+export const HQ_TOKEN_SUBJECT: TokenSubject = {kind: 'hq'}
 
 const b64url = (b: Buffer | string) => Buffer.from(b).toString('base64url')
 
-/** Parses `repository:NAME:pull,push` scopes (space-separated, as the protocol sends several). */
+/** Parses `repository:NAME:pull,push` and `registry:catalog:*` scopes (space-separated, as the protocol sends several). */
 export function parseScopes(scope: string | string[] | undefined): RegistryAccess[] {
   const parts = (Array.isArray(scope) ? scope : scope ? [scope] : []).flatMap((s) => s.split(' ')).filter(Boolean)
-  return parts.map((s) => {
+  return parts.map((s): RegistryAccess => {
+    if (s === 'registry:catalog:*') return {type: 'registry', name: 'catalog', actions: ['*']}
     const m = /^repository:([a-z0-9]+(?:[._/-][a-z0-9]+)*):((?:pull|push|\*)(?:,(?:pull|push|\*))*)$/.exec(s)
-    if (!m) throw new JilError('SCOPE_INVALID', `scope ${JSON.stringify(s)} is not repository:NAME:pull[,push]`, {status: 400, hint: 'e.g. scope=repository:jil/settlement-api:pull'})
+    if (!m) throw new JilError('SCOPE_INVALID', `scope ${JSON.stringify(s)} is not repository:NAME:pull[,push] or registry:catalog:*`, {status: 400, hint: 'e.g. scope=repository:jil/settlement-api:pull'})
     const actions = [...new Set(m[2]!.split(',').flatMap((a) => (a === '*' ? ['pull', 'push'] : [a])))] as ('pull' | 'push')[]
     return {type: 'repository' as const, name: m[1]!, actions}
   })
 }
 
-/** What the caller may do: active nodes pull; users pull (fleet:read) and, with images:sign, push. */
+/**
+ * What the caller may do: active nodes pull; users pull (fleet:read) and, with images:sign, push.
+ * Nobody gets the catalog from the token route: listing every repository is HQ's own walk (hqGrant).
+ */
 export function grant(p: Principal, wanted: RegistryAccess[]): RegistryAccess[] {
-  return wanted.map((w) => ({
-    ...w,
-    actions: w.actions.filter((a) => (a === 'pull' ? p.kind === 'node' || can(p.role, 'fleet:read') : p.kind === 'user' && can(p.role, 'images:sign'))),
-  }))
+  return wanted.map((w) =>
+    w.type === 'registry'
+      ? {...w, actions: []}
+      : {...w, actions: w.actions.filter((a) => (a === 'pull' ? p.kind === 'node' || can(p.role, 'fleet:read') : p.kind === 'user' && can(p.role, 'images:sign')))},
+  )
+}
+
+/** What HQ grants itself to walk its registry: the catalog and pulls (to read tags and digests), never a push. */
+export function hqGrant(wanted: RegistryAccess[]): RegistryAccess[] {
+  return wanted.map((w) => (w.type === 'registry' ? w : {...w, actions: w.actions.filter((a) => a === 'pull')}))
 }
 
 export class RegistryTokenIssuer {
@@ -55,13 +73,13 @@ export class RegistryTokenIssuer {
     this.x5c = pemToDer(certPem).toString('base64')
   }
 
-  issue(p: Principal, service: string, access: RegistryAccess[], ttlS = TOKEN_TTL_S): {token: string; access_token: string; expires_in: number; issued_at: string} {
+  issue(p: TokenSubject, service: string, access: RegistryAccess[], ttlS = TOKEN_TTL_S): {token: string; access_token: string; expires_in: number; issued_at: string} {
     if (service !== REGISTRY_SERVICE) throw new JilError('SERVICE_UNKNOWN', `HQ issues tokens for the service ${REGISTRY_SERVICE}, not ${service}`, {status: 400, hint: `configure the registry with service: ${REGISTRY_SERVICE}`})
     const now = Math.floor(this.clock.now().getTime() / 1000)
     const header = {alg: 'ES256', typ: 'JWT', x5c: [this.x5c]}
     const claims = {
       iss: TOKEN_ISSUER,
-      sub: p.kind === 'user' ? `user:${p.name}` : `node:${p.id}`,
+      sub: p.kind === 'user' ? `user:${p.name}` : p.kind === 'node' ? `node:${p.id}` : 'hq',
       aud: service,
       iat: now,
       nbf: now - 5,
@@ -73,6 +91,14 @@ export class RegistryTokenIssuer {
     const sig = sign('sha256', Buffer.from(input), {key: this.key, dsaEncoding: 'ieee-p1363'})
     const token = `${input}.${b64url(sig)}`
     return {token, access_token: token, expires_in: ttlS, issued_at: new Date(now * 1000).toISOString()}
+  }
+
+  /**
+   * A token for HQ itself, for what a registry's challenge asked (the RegistryClient's tokenFor):
+   * HQ signs its own tokens rather than calling its own token route, which has no principal for it.
+   */
+  issueForHq(service: string, scope: string): {token: string; expires_in: number} {
+    return this.issue(HQ_TOKEN_SUBJECT, service, hqGrant(parseScopes(scope)))
   }
 }
 
