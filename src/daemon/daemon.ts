@@ -15,6 +15,7 @@ import {startCommandLoop, type CommandLoop} from './command-loop.js'
 import {REFUSAL_CODES, healthProbe, startHealthzServer, type HealthReason, type HqRefusal, type NodeHealth} from './healthz.js'
 import {createDaemonMetrics} from './metrics.js'
 import {Scheduler, type Job, type RunRefusal, type Schedule, type Timers} from './scheduler.js'
+import type {SyncRunner} from '../sync/runner.js'
 
 /**
  * The node daemon (`jil daemon`): one agent context for its lifetime, the four agents on their
@@ -108,6 +109,8 @@ export async function runDaemon(o: DaemonOptions): Promise<RunningDaemon> {
   }
 
   let stopping = false
+  // Event sync, when the node config enables it (JIL_SYNC_TRANSPORT): relay and applier run here.
+  let sync: SyncRunner | undefined
   const probe = healthProbe({
     stateDir: o.stateDir,
     nodeId,
@@ -116,11 +119,12 @@ export async function runDaemon(o: DaemonOptions): Promise<RunningDaemon> {
     runtime: () => base.runtime(),
     hqRefusal: () => refusal,
     extra: (): HealthReason[] => (stopping ? [{code: 'DAEMON_STOPPING', message: 'the daemon is stopping'}] : []),
+    ...(o.settings.sync ? {sync: () => sync?.snapshot() ?? {caught_up: false, lag_s: 0, error: 'starting'}} : {}),
     ...(o.healthzCacheMs !== undefined ? {cacheMs: o.healthzCacheMs} : {}),
   })
 
   const agents = o.agents ?? AGENT_NAMES
-  const metrics = await createDaemonMetrics({probe, nodeId, agents})
+  const metrics = await createDaemonMetrics({probe, nodeId, agents, ...(o.settings.sync ? {sync: () => sync?.snapshot()} : {})})
   const plan = schedules(o.settings)
   const run = async (agent: AgentName): Promise<void> => {
     const t0 = performance.now()
@@ -160,7 +164,7 @@ export async function runDaemon(o: DaemonOptions): Promise<RunningDaemon> {
     stopPromise ??= (async () => {
       stopping = true
       log.info('stopping: no new runs; waiting for the runs in flight')
-      const drained = Promise.all([scheduler.stop(), manual.stop(), commandLoop?.stop()])
+      const drained = Promise.all([scheduler.stop(), manual.stop(), commandLoop?.stop(), sync?.stop()])
       abort.abort(new JilError('DAEMON_STOPPING', 'the daemon is stopping'))
       await drained
       await server.close()
@@ -175,6 +179,10 @@ export async function runDaemon(o: DaemonOptions): Promise<RunningDaemon> {
     else o.signal.addEventListener('abort', () => void stop(), {once: true})
   }
 
+  if (o.settings.sync) {
+    const [{startSync}, {brokerIdentity}] = await Promise.all([import('../sync/runner.js'), import('../sync/node.js')])
+    sync = await startSync({settings: o.settings.sync, nodeId, clock: o.clock, log, stateDir: o.stateDir, identity: brokerIdentity(o.stateDir)})
+  }
   scheduler.start()
   if (o.commands !== false && !stopping) commandLoop = startCommands(ctx, (agent) => (scheduled.has(agent) ? scheduler : manual).runNow(agent))
   log.info({healthz: server.url, agents, jitter_ms: o.settings.jitterMs}, 'daemon started')

@@ -27,6 +27,8 @@ export type NodeHealth = {
   cert_not_after: string | null
   /** The critical services and whether each counts as up. */
   critical: ServiceHealth[]
+  /** Event sync, when the node runs it. */
+  sync?: {caught_up: boolean; lag_s: number}
   /** The node's containers by state (every jil-labelled container of this node); null when the engine did not answer. */
   containers: Record<ContainerState, number> | null
   reasons: HealthReason[]
@@ -47,6 +49,8 @@ export type HealthProbeOptions = {
   hqRefusal: () => HqRefusal | undefined
   /** Extra reasons of the daemon itself (stopping). */
   extra?: () => HealthReason[]
+  /** Event sync, when the node runs it: not ready until caught up (the seed's "catches up, then Cloudflare routes to it"). */
+  sync?: () => {caught_up: boolean; lag_s: number; error?: string}
   /** An answer is reused this long (a load balancer polling every second must not hammer the engine). */
   cacheMs?: number
 }
@@ -109,6 +113,11 @@ export async function checkNodeHealth(o: Omit<HealthProbeOptions, 'cacheMs'>): P
     reasons.push({code: codeOf(err, 'DOCKER_ERROR'), message: `the container engine did not answer: ${messageOf(err)}`})
   }
 
+  const sync = o.sync?.()
+  if (sync && !sync.caught_up) {
+    reasons.push({code: 'SYNC_CATCHING_UP', message: sync.error ? `event sync is not running: ${sync.error}` : `event sync is catching up (${sync.lag_s} s behind)`})
+  }
+
   reasons.push(...(o.extra?.() ?? []))
   return {
     status: reasons.length === 0 ? 'ok' : 'unavailable',
@@ -118,6 +127,7 @@ export async function checkNodeHealth(o: Omit<HealthProbeOptions, 'cacheMs'>): P
     cert_not_after: certNotAfter,
     critical,
     containers,
+    ...(sync ? {sync: {caught_up: sync.caught_up, lag_s: sync.lag_s}} : {}),
     reasons,
   }
 }

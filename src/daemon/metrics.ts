@@ -13,7 +13,10 @@ export type DaemonMetrics = {
   render(): Promise<{contentType: string; body: string}>
 }
 
-export async function createDaemonMetrics(o: {probe: () => Promise<NodeHealth>; nodeId: string; agents: readonly AgentName[]}): Promise<DaemonMetrics> {
+/** What the metrics read of event sync at scrape time (the sync runner's snapshot). */
+export type SyncMetricsSource = () => {caught_up: boolean; lag_s: number; outbox_backlog: number; gaps: number; counters: {applied: number; duplicates: number; own: number; published: number; restarts: number}} | undefined
+
+export async function createDaemonMetrics(o: {probe: () => Promise<NodeHealth>; nodeId: string; agents: readonly AgentName[]; sync?: SyncMetricsSource}): Promise<DaemonMetrics> {
   // prom-client is loaded by the daemon only, never by `jil agent run` or `jil --version`.
   const {Counter, Gauge, Histogram, Registry, collectDefaultMetrics} = await import('prom-client')
   const registry = new Registry()
@@ -49,6 +52,16 @@ export async function createDaemonMetrics(o: {probe: () => Promise<NodeHealth>; 
   const containers = new Gauge({name: 'jil_containers', help: "The node's containers, by state", labelNames: ['state'] as const, registers: [registry]})
   const certExpiry = new Gauge({name: 'jil_node_cert_expiry_timestamp_seconds', help: 'When the node certificate expires (Unix time)', registers: [registry]})
   const healthz = new Gauge({name: 'jil_healthz_status', help: '1 when /healthz answers 200 (the load balancer routes here), else 0', registers: [registry]})
+  // Event sync, only on a node that runs it.
+  const syncGauges = o.sync
+    ? {
+        backlog: new Gauge({name: 'jil_sync_outbox_backlog', help: 'Outbox rows not yet published to the bus', registers: [registry]}),
+        lag: new Gauge({name: 'jil_sync_lag_seconds', help: 'How far the applier is behind (0 when caught up)', registers: [registry]}),
+        caughtUp: new Gauge({name: 'jil_sync_caught_up', help: '1 when every synced partition is consumed to its end', registers: [registry]}),
+        gaps: new Gauge({name: 'jil_sync_gap_events', help: "Events missing from sources' sequences (open gaps)", registers: [registry]}),
+        events: new Gauge({name: 'jil_sync_events', help: 'Sync events since the daemon started, by outcome (applied, duplicate, own, published) and session restarts', labelNames: ['outcome'] as const, registers: [registry]}),
+      }
+    : undefined
 
   return {
     agentRun(agent, ok, seconds, finishedAt) {
@@ -66,6 +79,15 @@ export async function createDaemonMetrics(o: {probe: () => Promise<NodeHealth>; 
       if (h.cert_not_after) certExpiry.set(Date.parse(h.cert_not_after) / 1000)
       else certExpiry.reset()
       healthz.set(h.status === 'ok' ? 1 : 0)
+      const sync = o.sync?.()
+      if (syncGauges && sync) {
+        syncGauges.backlog.set(sync.outbox_backlog)
+        syncGauges.lag.set(sync.lag_s)
+        syncGauges.caughtUp.set(sync.caught_up ? 1 : 0)
+        syncGauges.gaps.set(sync.gaps)
+        const c = sync.counters
+        for (const [outcome, n] of [['applied', c.applied], ['duplicate', c.duplicates], ['own', c.own], ['published', c.published], ['restart', c.restarts]] as const) syncGauges.events.set({outcome}, n)
+      }
       return {contentType: registry.contentType, body: await registry.metrics()}
     },
   }

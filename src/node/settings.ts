@@ -2,6 +2,7 @@ import {readFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {systemCode, usageError} from '../shared/errors.js'
+import {syncSettingsFrom, type SyncSettings} from '../sync/config.js'
 import {nodePath, parseEnvFile} from './config.js'
 
 /**
@@ -51,6 +52,8 @@ export type NodeSettings = {
    * daemon turns it off, because its own command loop long-polls them.
    */
   commandsInHealthRun: boolean
+  /** Event sync (relay and applier in the daemon); undefined when JIL_SYNC_TRANSPORT is unset or off. */
+  sync?: SyncSettings | undefined
 }
 
 export const SETTINGS_ENV = {
@@ -157,6 +160,7 @@ export function settingsFrom(stateDir: string, v: Readonly<Record<string, string
     drainMs: dur('drain', '30s', 0),
     rebootCommand: get('rebootCommand'),
     commandsInHealthRun: true,
+    sync: syncSettingsFrom(v),
   }
 }
 

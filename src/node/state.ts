@@ -23,6 +23,8 @@ export const STATE_FILES = {
   crl: 'crl.pem',
   /** Held while an agent changes the node's containers (lockContainers). */
   containersLock: 'containers.lock',
+  /** Event sync's latest status, written by the sync runner every few seconds (the heartbeat's sync block). */
+  syncStatus: 'sync-status.json',
 } as const
 
 async function readJson<T>(path: string, what: string): Promise<T | undefined> {
@@ -101,5 +103,22 @@ export async function lockContainersWhenFree(
       if (waited >= o.waitMs || o.signal.aborted || !(o.waitFor?.(err.details?.holder) ?? true)) throw err
       await sleep(pollMs, undefined, {signal: o.signal}).catch(() => {})
     }
+  }
+}
+
+/** A sync status older than this means the runner is not running: the heartbeat then says not caught up. */
+const SYNC_STATUS_FRESH_MS = 120_000
+
+/** The heartbeat's sync block from the runner's last status; undefined when sync never wrote one. */
+export async function readSyncHeartbeat(stateDir: string, now: Date): Promise<{lag_s: number; caught_up: boolean; outbox_backlog?: number; gaps?: number} | undefined> {
+  const s = await readJson<{caught_up?: unknown; lag_s?: unknown; outbox_backlog?: unknown; gaps?: unknown; written_at?: unknown}>(join(stateDir, STATE_FILES.syncStatus), 'sync status')
+  if (!s || typeof s.written_at !== 'string' || typeof s.lag_s !== 'number') return undefined
+  const age = now.getTime() - Date.parse(s.written_at)
+  const fresh = age >= 0 && age < SYNC_STATUS_FRESH_MS
+  return {
+    caught_up: fresh && s.caught_up === true,
+    lag_s: fresh ? s.lag_s : Math.max(s.lag_s, Math.round(age / 1000)),
+    ...(typeof s.outbox_backlog === 'number' ? {outbox_backlog: s.outbox_backlog} : {}),
+    ...(typeof s.gaps === 'number' ? {gaps: s.gaps} : {}),
   }
 }

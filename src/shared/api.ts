@@ -183,7 +183,16 @@ export const HeartbeatSchema = Type.Object({
   /** CometBFT's /status when a consensus RPC URL is configured. */
   consensus: Type.Optional(Type.Object({latest_height: Type.Integer(), catching_up: Type.Boolean(), error: Type.Optional(Type.String({maxLength: 500}))})),
   /** Event sync (the sync issue). */
-  sync: Type.Optional(Type.Object({lag_s: Type.Number(), caught_up: Type.Boolean()})),
+  sync: Type.Optional(
+    Type.Object({
+      lag_s: Type.Number(),
+      caught_up: Type.Boolean(),
+      /** Outbox rows not yet published (grows while the bus is away). */
+      outbox_backlog: Type.Optional(Type.Integer({minimum: 0})),
+      /** Events missing from sources' sequences. */
+      gaps: Type.Optional(Type.Integer({minimum: 0})),
+    }),
+  ),
 })
 export type Heartbeat = Static<typeof HeartbeatSchema>
 

@@ -7,7 +7,7 @@ import {cometbftStatus, systemMetrics} from '../host.js'
 import {renewNode} from '../identity.js'
 import {isReplaceLeftover} from '../reconcile.js'
 import {containerName, type ManagedContainer, type Runtime} from '../runtime.js'
-import {lockContainers, readAgentRecord, readAppliedDesiredState, readLastReport, writeAgentRecord} from '../state.js'
+import {lockContainers, readAgentRecord, readAppliedDesiredState, readLastReport, readSyncHeartbeat, writeAgentRecord} from '../state.js'
 import type {Agent, AgentContext} from './types.js'
 
 /**
@@ -249,6 +249,9 @@ export const healthAgent: Agent = async (ctx) => {
     agents: await agentSummaries(ctx.stateDir),
     ...(consensus ? {consensus: await consensus} : {}),
   }
+  // Event sync runs in the daemon (or `jil node sync run`); its last status file feeds the heartbeat.
+  const sync = ctx.settings.sync ? await readSyncHeartbeat(ctx.stateDir, ctx.clock.now()).catch(() => undefined) : undefined
+  if (sync) hb.sync = sync
 
   const did = r.skipped ? 'restarts skipped (an update is changing the containers)' : r.restarted.length ? `restarted ${r.restarted.join(', ')}` : 'nothing restarted'
   try {

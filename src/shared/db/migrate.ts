@@ -12,18 +12,22 @@ export type MigrateResult = {applied: number[]; current: number}
  * advisory lock so that HQ replicas starting together on one database do not race. Idempotent.
  * Refuses a database migrated by a newer jil, or one whose recorded migration differs from ours.
  */
-export async function migrate(db: Db, migrations: readonly Migration[]): Promise<MigrateResult> {
+export async function migrate(db: Db, migrations: readonly Migration[], opts: {table?: string} = {}): Promise<MigrateResult> {
+  // A database shared with other software (the node's, where its services keep their own
+  // migrations) records ours under a name of our own.
+  const table = opts.table ?? 'schema_migrations'
+  if (!/^[a-z_][a-z0-9_]*$/.test(table)) throw new RangeError(`bad migrations table name: ${table}`)
   const sorted = [...migrations].sort((a, b) => a.version - b.version)
   const lock = await db.advisoryLock(LOCKS.migrate)
   try {
-    await db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+    await db.exec(`CREATE TABLE IF NOT EXISTS ${table} (
       version integer PRIMARY KEY,
       name text NOT NULL,
       checksum text NOT NULL,
       applied_at timestamptz NOT NULL DEFAULT now()
     )`)
     const {rows} = await db.query<{version: number; name: string; checksum: string}>(
-      'SELECT version, name, checksum FROM schema_migrations ORDER BY version',
+      `SELECT version, name, checksum FROM ${table} ORDER BY version`,
     )
     const known = new Map(sorted.map((m) => [m.version, m]))
     for (const row of rows) {
@@ -47,7 +51,7 @@ export async function migrate(db: Db, migrations: readonly Migration[]): Promise
       if (done.has(m.version)) continue
       await db.transaction(async (tx) => {
         await tx.exec(m.sql)
-        await tx.query('INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)', [
+        await tx.query(`INSERT INTO ${table} (version, name, checksum) VALUES ($1, $2, $3)`, [
           m.version,
           m.name,
           checksum(m.sql),

@@ -61,4 +61,6 @@ export const LOCKS = {
   rollouts: 0x6a696c00_00000005n,
   /** The alert evaluator (one replica evaluates the fleet's rules). */
   alerts: 0x6a696c00_00000006n,
+  /** A node's sync relay (one process publishes the node database's outbox, in order). */
+  syncRelay: 0x6a696c00_00000010n,
 } as const
