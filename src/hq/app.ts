@@ -13,6 +13,8 @@ import {webhookRoutes} from './alerts/webhook-routes.js'
 import type {WebhookService} from './alerts/webhooks.js'
 import type {AuditLedger} from './audit/ledger.js'
 import {auditRoutes} from './audit/routes.js'
+import type {FleetEventHub} from './events/hub.js'
+import {eventRoutes, type EventRouteOptions} from './events/routes.js'
 import {installAuth, principalOfRequest, type Principal} from './auth.js'
 import type {RunModeActions} from './fleet/actions.js'
 import {commandRoutes} from './fleet/command-routes.js'
@@ -52,6 +54,8 @@ export type HqAppDeps = {
   rollouts?: RolloutService
   /** Alerts, acks and silences, webhooks; the alert engine's metrics join HQ's registry. */
   alerts?: {service: AlertService; metrics?: AlertMetrics; webhooks?: WebhookService}
+  /** The live fleet stream (GET /v1/events) for `jil top`. */
+  events?: {hub: FleetEventHub} & EventRouteOptions
   /** Identity and access: absent only in tests that exercise the bare app. */
   identity?: Omit<IdentityDeps, 'caCertPem'>
   /** TLS material for the one listener; requestCert without rejectUnauthorized (DESIGN.md §4). */
@@ -113,6 +117,7 @@ export async function buildHqApp(deps: HqAppDeps): Promise<FastifyInstance> {
     if (deps.alerts.webhooks) webhookRoutes(app, deps.alerts.webhooks)
     deps.alerts.metrics?.registerOn(metrics)
   }
+  if (deps.events) eventRoutes(app, deps.events.hub, deps.clock, metrics, deps.events)
   if (deps.identity) {
     deps.identity.sockets.attach(app.server as unknown as HttpsServer)
     identityRoutes(app, {...deps.identity, caCertPem: deps.caCertPem})

@@ -21,6 +21,8 @@ import {AuditLedger, AuditLoops} from './audit/ledger.js'
 import {CertificateAuthority} from './ca/ca.js'
 import {completeServerCertSwap, renewServerCertIfDue} from './ca/server-cert.js'
 import {CrlService, RevocationWatcher, SocketRegistry} from './identity/revocation.js'
+import {FleetEventHub} from './events/hub.js'
+import type {EventRouteOptions} from './events/routes.js'
 import {DEFAULT_JOIN_MINIMUMS, IdentityService, type JoinMinimums} from './identity/service.js'
 import {HeartbeatIngester, HeartbeatRetention} from './fleet/heartbeats.js'
 import {FleetService} from './fleet/service.js'
@@ -58,6 +60,8 @@ export type HqServeOptions = {
   registry?: string | undefined
   /** Hardware a joining node must report (default: config.json's join_minimums, else 2 cores, 2 GiB, 20 GiB). */
   joinMinimums?: JoinMinimums
+  /** The live fleet stream: keepalive period and slow-client bound of GET /v1/events, coalescing period of heartbeats' node changes (tests shorten them). */
+  events?: EventRouteOptions & {flushMs?: number}
 }
 
 export type RunningHq = {
@@ -76,6 +80,8 @@ export type RunningHq = {
   webhooks: WebhookDispatcher
   /** The walk of HQ's registry behind the image-unsigned rule (undefined: no registry, or turned off); refresh() walks now. */
   registryScan: RegistryScan | undefined
+  /** The live fleet stream's hub (GET /v1/events). */
+  events: FleetEventHub
   /** Stops accepting, lets requests in flight finish, closes the database, releases the data dir. */
   close(): Promise<void>
 }
@@ -165,6 +171,20 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
             onError: (err) => o.logger.error({err}, 'registry walk for unsigned digests failed; keeping the previous one'),
           })
         : undefined
+    const fleet = new FleetService(db, ledger, o.clock)
+    const alertService = new AlertService(db, ledger, o.clock)
+    // The live stream: one LISTEN for this process; heartbeats reach it coalesced, never one NOTIFY each.
+    const events = new FleetEventHub(
+      db,
+      {
+        nodes: (ids) => fleet.listNodes({ids}),
+        alerts: (ids) => alertService.byIds(ids),
+        rollouts: (ids) => rollouts.list({ids}),
+        commands: (ids) => commands.byIds(ids),
+      },
+      {...(o.events?.flushMs !== undefined ? {flushMs: o.events.flushMs} : {}), onError: (err) => o.logger.error({err}, 'live fleet stream failed')},
+    )
+    HeartbeatIngester.of(db, {onStored: (nodeIds) => events.touched(nodeIds)})
     const alertEvaluator = new AlertEvaluator(db, stacks, o.clock, {
       ...(registryScan ? {registryScan} : {}),
       ...(o.alertEveryMs !== undefined ? {everyMs: o.alertEveryMs} : {}),
@@ -194,12 +214,13 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
       },
       runtime: {
         stacks,
-        fleet: new FleetService(db, ledger, o.clock),
+        fleet,
       },
       commands: {service: commands, actions: new RunModeActions(db, ledger, commands)},
       config: new ConfigService(db, ledger, commands, o.clock),
       rollouts,
-      alerts: {service: new AlertService(db, ledger, o.clock), metrics: alertMetrics, webhooks: new WebhookService(db, ledger, o.clock, () => webhookDispatcher.wake())},
+      events: {hub: events, ...o.events},
+      alerts: {service: alertService, metrics: alertMetrics, webhooks: new WebhookService(db, ledger, o.clock, () => webhookDispatcher.wake())},
       identity: {
         identity: new IdentityService(db, ca, ledger, o.clock, o.joinMinimums ?? config.join_minimums ?? DEFAULT_JOIN_MINIMUMS),
         crl,
@@ -274,6 +295,7 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
       alerts: alertEvaluator,
       webhooks: webhookDispatcher,
       registryScan,
+      events,
       close() {
         closing ??= (async () => {
           clearInterval(renewTimer)
@@ -281,6 +303,8 @@ export async function startHq(o: HqServeOptions): Promise<RunningHq> {
           await app.close()
           // Requests are done: store what is still batched, and let a pruning run in flight finish.
           await HeartbeatIngester.of(openDb).close()
+          // After the ingester: its last batches' nodes go out with the final flush.
+          await events.close()
           await heartbeatRetention.stop()
           await rolloutDriver.stop()
           await alertEvaluator.stop()

@@ -8,6 +8,7 @@ import type {AlertQuery, AlertView, SilenceRequest, SilenceView} from './alerts.
 import type {DeliveryQuery, DeliveryView, WebhookAddRequest, WebhookView} from './webhooks.js'
 import type {Checkpoint} from './audit.js'
 import {JilError, messageOf, systemCode} from './errors.js'
+import {FLEET_EVENT_TYPES, FLEET_EVENTS_KEEPALIVE_MS, type FleetEvent, type FleetEventType} from './fleet-events.js'
 import type {ImageManifest} from './manifest.js'
 import type {ServedKey} from './signing-keys.js'
 import type {DesiredState, StackRecord, StackSpec} from './stack.js'
@@ -21,8 +22,41 @@ export type StackView = {
   versions: Record<string, {version: string; digest: string; repository: string; pinned_by: string | null; pinned_at: string | null} | null>
 }
 
+/** A live stream silent for this long (three missed keepalives) has dropped, whatever TCP says. */
+const EVENTS_STALL_MS = 3 * FLEET_EVENTS_KEEPALIVE_MS
+
 /** A client identity: the user bundle's cert/key/CA, or the node's. Without cert/key: anonymous (node join). */
 export type ClientIdentity = {cert?: string; key?: string; ca: string}
+
+/** An HQ error answer: its problem+json as a JilError with HQ's code and hint. */
+function problemError(status: number, type: string, text: string, what: string): JilError {
+  if (type.includes('json')) {
+    let p: Partial<Problem> | undefined
+    try {
+      p = JSON.parse(text) as Partial<Problem>
+    } catch {
+      p = undefined
+    }
+    if (p && typeof p.code === 'string') {
+      const details = {...(p.field ? {field: p.field} : {}), ...(p.permission ? {permission: p.permission} : {})}
+      return new JilError(p.code, p.detail ?? p.title ?? `HQ answered ${status}`, {status, ...(p.hint ? {hint: p.hint} : {}), ...(Object.keys(details).length ? {details} : {})})
+    }
+  }
+  return new JilError('HQ_ERROR', `HQ answered ${status} to ${what}`, {status, hint: 'see the HQ log'})
+}
+
+/** One SSE message as a FleetEvent; undefined for a type this client does not know (a newer HQ). */
+function parseEvent(event: string, data: string): FleetEvent | undefined {
+  if (!(FLEET_EVENT_TYPES as readonly string[]).includes(event)) return undefined
+  let e: FleetEvent
+  try {
+    e = JSON.parse(data) as FleetEvent
+  } catch {
+    throw new JilError('HQ_ERROR', `HQ sent a ${event} event that is not JSON`, {hint: 'check that --hq points to a jil HQ of this version'})
+  }
+  if (e?.type !== event) throw new JilError('HQ_ERROR', `HQ sent a ${event} event whose data says ${JSON.stringify(e?.type)}`, {hint: 'check that --hq points to a jil HQ of this version'})
+  return e
+}
 
 const TLS_UNTRUSTED = new Set([
   'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
@@ -132,6 +166,77 @@ export class HqClient {
       }
     }
     if (rest) yield rest
+  }
+
+  /**
+   * The live fleet stream (`GET /v1/events`, server-sent events): `ready` first, then the events as
+   * HQ sends them. No reconnect in here: the caller (jil top's data hook) owns reconnect, backoff and
+   * the stale marker. Ends when HQ ends the stream (it shuts down) or `signal` aborts; throws a
+   * JilError (EVENTS_DROPPED) when the stream breaks or goes silent. `types` narrows it (`ready` always comes).
+   */
+  async *events(opts: {signal: AbortSignal; types?: readonly FleetEventType[]}): AsyncGenerator<FleetEvent, void, undefined> {
+    const types = opts.types?.filter((t) => t !== 'ready') ?? []
+    const path = `/v1/events${types.length ? `?types=${types.join(',')}` : ''}`
+    let res: Dispatcher.ResponseData
+    try {
+      res = await this.undici.request(this.baseUrl + path, {
+        method: 'GET',
+        dispatcher: this.dispatcher,
+        headers: {accept: 'text/event-stream'},
+        headersTimeout: 30_000,
+        bodyTimeout: EVENTS_STALL_MS,
+        signal: opts.signal,
+      })
+    } catch (err) {
+      if (opts.signal.aborted) return
+      throw this.transportError(err)
+    }
+    const type = String(res.headers['content-type'] ?? '')
+    if (res.statusCode >= 400) throw problemError(res.statusCode, type, await res.body.text(), `GET ${path}`)
+    if (!type.startsWith('text/event-stream')) {
+      res.body.destroy()
+      throw new JilError('HQ_ERROR', `HQ answered GET ${path} with ${type || 'no content type'}, not an event stream`, {hint: 'check that --hq points to a jil HQ'})
+    }
+    const decoder = new TextDecoder()
+    let rest = ''
+    let event = ''
+    let data: string[] = []
+    try {
+      for await (const chunk of res.body) {
+        rest += decoder.decode(chunk as Uint8Array, {stream: true})
+        let i: number
+        while ((i = rest.indexOf('\n')) >= 0) {
+          const line = rest.endsWith('\r', i) ? rest.slice(0, i - 1) : rest.slice(0, i)
+          rest = rest.slice(i + 1)
+          if (line === '') {
+            // A blank line ends a message; comments (keepalives) and unknown types are passed over.
+            const e = data.length ? parseEvent(event, data.join('\n')) : undefined
+            event = ''
+            data = []
+            if (e) yield e
+          } else if (!line.startsWith(':')) {
+            const colon = line.indexOf(':')
+            const field = colon < 0 ? line : line.slice(0, colon)
+            const value = colon < 0 ? '' : line.slice(colon + (line[colon + 1] === ' ' ? 2 : 1))
+            if (field === 'event') event = value
+            else if (field === 'data') data.push(value)
+          }
+        }
+      }
+    } catch (err) {
+      if (opts.signal.aborted) return
+      if (err instanceof JilError) throw err
+      const code = systemCode(err) ?? (err as {code?: string}).code
+      const silent = code === 'UND_ERR_BODY_TIMEOUT'
+      throw new JilError('EVENTS_DROPPED', silent ? `the live stream from HQ at ${this.baseUrl} went silent for ${EVENTS_STALL_MS / 1000} s` : `the live stream from HQ at ${this.baseUrl} dropped (${code ?? messageOf(err)})`, {
+        status: 503,
+        hint: 'connect again and reload (HQ may have restarted, or dropped a client that fell behind)',
+        cause: err,
+      })
+    } finally {
+      // The consumer may stop early (break, return): let go of the connection.
+      res.body.destroy()
+    }
   }
 
   auditPage(query: Record<string, string | number | undefined>): Promise<AuditPage> {

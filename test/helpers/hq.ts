@@ -22,7 +22,7 @@ export async function tempDir(prefix = 'jil-test-'): Promise<{dir: string; clean
  * every other test's unsigned digests.
  */
 export async function startTestHq(
-  o: {databaseUrl?: string; clock?: Clock; joinMinimums?: {cpu_cores: number; memory_bytes: number; disk_bytes: number}; registry?: string; rolloutTickMs?: number} & Pick<HqServeOptions, 'alertEveryMs' | 'alerts' | 'webhooks'> = {},
+  o: {databaseUrl?: string; clock?: Clock; joinMinimums?: {cpu_cores: number; memory_bytes: number; disk_bytes: number}; registry?: string; rolloutTickMs?: number} & Pick<HqServeOptions, 'alertEveryMs' | 'alerts' | 'webhooks' | 'events'> = {},
 ): Promise<{
   hq: RunningHq
   init: HqInitResult
@@ -55,6 +55,7 @@ export async function startTestHq(
     ...(o.alertEveryMs ? {alertEveryMs: o.alertEveryMs} : {}),
     alerts: {registryScanMs: 0, ...o.alerts},
     ...(o.webhooks ? {webhooks: o.webhooks} : {}),
+    ...(o.events ? {events: o.events} : {}),
   })
   const admin = {...(await readBundle(init.admin_bundle)), hq_url: hq.url}
   return {

@@ -5,6 +5,7 @@ import type {Clock} from '../../shared/clock.js'
 import {LOCKS, type AdvisoryLock, type Db, type Queryable} from '../../shared/db/types.js'
 import {newId} from '../../shared/ids.js'
 import type {AuditLedger} from '../audit/ledger.js'
+import {notifyChanged} from '../events/hub.js'
 import type {AlertMetrics} from './metrics.js'
 import type {RegistryScan} from './registry-scan.js'
 import {DEFAULT_ALERT_CONFIG, evaluate, type AlertConfig, type AlertFinding} from './rules.js'
@@ -270,6 +271,7 @@ export class AlertEvaluator {
     }
     const silencesEnded = await this.auditEndedSilences(tx, now)
     const pruned = await this.prune(tx, now)
+    await notifyChanged(tx, 'alerts', [...inserts.map((i) => i.id), ...changed.map((u) => u.a.id), ...resolved.map((a) => a.id)]) // the live stream; `same` only moved last_seen
     return {opened: inserts.length, updated: changed.length + same.length, resolved: resolved.length, notified, silencesEnded, pruned}
   }
 

@@ -6,6 +6,7 @@ import {JilError} from '../../shared/errors.js'
 import {newId} from '../../shared/ids.js'
 import type {AuditLedger} from '../audit/ledger.js'
 import type {Principal} from '../auth.js'
+import {notifyChanged} from '../events/hub.js'
 import {actorOf} from '../identity/service.js'
 
 const ALERT_COLUMNS = 'id, fingerprint, rule, subject, node_id, severity, state, summary, details, silenced, first_seen, last_seen, resolved_at, acked_by, acked_at'
@@ -51,6 +52,13 @@ export class AlertService {
     return rows.map(toAlert)
   }
 
+  /** The alerts with these ids, as list() shows them (the live stream's view of changed alerts). */
+  async byIds(ids: readonly string[]): Promise<AlertView[]> {
+    if (ids.length === 0) return []
+    const {rows} = await this.db.query<AlertRow>(`SELECT ${ALERT_COLUMNS} FROM alerts WHERE id = ANY($1::text[]) ORDER BY first_seen DESC, id`, [ids])
+    return rows.map(toAlert)
+  }
+
   async get(id: string): Promise<AlertView> {
     const {rows} = await this.db.query<AlertRow>(`SELECT ${ALERT_COLUMNS} FROM alerts WHERE id = $1`, [id])
     if (!rows[0]) throw unknownAlert(id)
@@ -70,6 +78,7 @@ export class AlertService {
       const now = this.clock.now()
       const by = p.kind === 'user' ? p.name : p.id
       const {rows: updated} = await tx.query<AlertRow>(`UPDATE alerts SET state = 'acked', acked_by = $2, acked_at = $3 WHERE id = $1 RETURNING ${ALERT_COLUMNS}`, [id, by, now])
+      await notifyChanged(tx, 'alerts', [id])
       await this.ledger.append(tx, {actor: actorOf(p), action: 'alert.ack', subject: id, details: {fingerprint: a.fingerprint, rule: a.rule, subject: a.subject, severity: a.severity}})
       return toAlert(updated[0]!)
     })

@@ -4,6 +4,7 @@ import {JilError} from '../../shared/errors.js'
 import type {RunMode} from '../../shared/stack.js'
 import type {AuditLedger} from '../audit/ledger.js'
 import type {Principal} from '../auth.js'
+import {notifyChanged} from '../events/hub.js'
 import {actorOf} from '../identity/service.js'
 import type {CommandService} from './commands.js'
 
@@ -34,6 +35,7 @@ export class RunModeActions {
       if (n.status === 'revoked') throw new JilError('NODE_NOT_ACTIVE', `node ${nodeId} is revoked: it takes no orders`, {status: 409, hint: 'a revoked node is out of the fleet for good'})
       const changed = n.run_mode !== to
       if (changed) await tx.query('UPDATE nodes SET run_mode = $2 WHERE id = $1', [nodeId, to])
+      if (changed) await notifyChanged(tx, 'nodes', [nodeId])
       const [cmd] = await this.commands.insert(tx, p, [nodeId], 'refresh')
       await this.ledger.append(tx, {actor: actorOf(p), action: `node.${action}`, subject: nodeId, details: {from: n.run_mode, to, changed, command_id: cmd!.id}})
       return {

@@ -6,6 +6,7 @@ import {JilError} from '../../shared/errors.js'
 import {newId} from '../../shared/ids.js'
 import type {AuditLedger} from '../audit/ledger.js'
 import type {Principal} from '../auth.js'
+import {notifyChanged} from '../events/hub.js'
 import {actorOf, zoneFromUrl} from '../identity/service.js'
 
 /** A command nobody picked up within this long is expired (the node was away: its next update run catches up). */
@@ -116,6 +117,7 @@ export class CommandService {
        RETURNING ${COLUMNS}`,
       [ids, nodeIds, command, typeof p === 'string' ? p : p.kind === 'user' ? p.name : p.id, now, expires],
     )
+    await notifyChanged(tx, 'commands', ids)
     return rows.sort((a, b) => (a.node_id < b.node_id ? -1 : a.node_id > b.node_id ? 1 : 0))
   }
 
@@ -163,7 +165,7 @@ export class CommandService {
     const now = this.clock.now()
     const redeliverBefore = new Date(now.getTime() - (this.o.redeliverAfterMs ?? REDELIVER_AFTER_MS))
     const rows = await this.db.transaction(async (tx) => {
-      await tx.query("UPDATE fleet_commands SET status = 'expired', finished_at = $2 WHERE node_id = $1 AND status = 'pending' AND expires_at <= $2", [nodeId, now])
+      const {rows: expired} = await tx.query<{id: string}>("UPDATE fleet_commands SET status = 'expired', finished_at = $2 WHERE node_id = $1 AND status = 'pending' AND expires_at <= $2 RETURNING id", [nodeId, now])
       const {rows} = await tx.query<CommandRow>(
         `UPDATE fleet_commands SET status = 'delivered', delivered_at = $2, deliveries = deliveries + 1
           WHERE id IN (SELECT id FROM fleet_commands
@@ -172,6 +174,7 @@ export class CommandService {
           RETURNING ${COLUMNS}`,
         [nodeId, now, redeliverBefore],
       )
+      await notifyChanged(tx, 'commands', [...expired.map((r) => r.id), ...rows.map((r) => r.id)])
       return rows
     })
     return rows
@@ -239,6 +242,7 @@ export class CommandService {
       }
       const status: CommandStatus = result.ok ? 'succeeded' : 'failed'
       await tx.query('UPDATE fleet_commands SET status = $2, finished_at = $3, result = $4 WHERE id = $1', [id, status, now, JSON.stringify(result)])
+      await notifyChanged(tx, 'commands', [id])
       return {id, status, recorded: true}
     })
   }
@@ -261,10 +265,19 @@ export class CommandService {
     return toFleetCommand(rows[0])
   }
 
+  /** The commands with these ids, as list() shows them (the live stream's view of changed commands). */
+  async byIds(ids: readonly string[]): Promise<FleetCommand[]> {
+    if (ids.length === 0) return []
+    const {rows} = await this.db.query<CommandRow>(`SELECT ${COLUMNS} FROM fleet_commands WHERE id = ANY($1::text[]) ORDER BY created_at DESC, seq DESC`, [ids])
+    return rows.map(toFleetCommand)
+  }
+
   /** Settles every pending command past its expiry; returns how many. */
   async expireDue(): Promise<number> {
     const now = this.clock.now()
-    const r = await this.db.query("UPDATE fleet_commands SET status = 'expired', finished_at = $1 WHERE status = 'pending' AND expires_at <= $1", [now])
+    const r = await this.db.query<{id: string}>("UPDATE fleet_commands SET status = 'expired', finished_at = $1 WHERE status = 'pending' AND expires_at <= $1 RETURNING id", [now])
+    // One statement, committed by now: the live stream hears of it right after.
+    await notifyChanged(this.db, 'commands', r.rows.map((x) => x.id))
     return r.rowCount
   }
 

@@ -14,6 +14,8 @@ export type HeartbeatIngestOptions = {
   maxInFlight?: number
   /** Heartbeats waiting beyond this are refused with 503 at once rather than queued without bound (default 20,000). */
   maxQueued?: number
+  /** The nodes of a batch once it has committed, once per batch (the live stream coalesces them; never a NOTIFY per heartbeat). */
+  onStored?: (nodeIds: string[]) => void
 }
 
 type Pending = {
@@ -96,6 +98,7 @@ export class HeartbeatIngester {
   private readonly maxWaitMs: number
   private readonly maxInFlight: number
   private readonly maxQueued: number
+  private readonly onStored: ((nodeIds: string[]) => void) | undefined
   /** Statements sent and heartbeats stored (for tests and metrics). */
   readonly stats = {flushes: 0, stored: 0, failed: 0}
 
@@ -107,6 +110,7 @@ export class HeartbeatIngester {
     this.maxWaitMs = Math.max(0, opts.maxWaitMs ?? 10)
     this.maxInFlight = Math.max(1, opts.maxInFlight ?? (db.kind === 'pglite' ? 1 : 4))
     this.maxQueued = Math.max(this.maxBatch, opts.maxQueued ?? 20_000)
+    this.onStored = opts.onStored
   }
 
   /**
@@ -181,6 +185,7 @@ export class HeartbeatIngester {
   private async flush(batch: Pending[]): Promise<void> {
     try {
       await this.write(batch)
+      this.onStored?.(batch.map((r) => r.nodeId))
       this.stats.stored += batch.length
       for (const r of batch) r.resolve()
     } catch (err) {

@@ -10,6 +10,7 @@ import {rollbackPayload, type DesiredService, type RollbackPayload} from '../../
 import type {UserSignature} from '../../shared/user-signature.js'
 import type {AuditLedger} from '../audit/ledger.js'
 import type {Principal} from '../auth.js'
+import {notifyChanged} from '../events/hub.js'
 import {actorOf, zoneFromUrl} from '../identity/service.js'
 import type {StackService} from '../stack/service.js'
 import type {CommandService} from './commands.js'
@@ -167,6 +168,7 @@ export class RolloutService {
         subject: id,
         details: {target: targetJson, image: plan.image, digest, version: plan.version, nodes: nodes.map((n) => n.node_id), max_parallel: maxParallel, min_healthy_s: minHealthyS, health_timeout_s: timeoutS, auto_revert: req.auto_revert ?? false, canary: req.canary ?? 0},
       })
+      await notifyChanged(tx, 'rollouts', [id])
       return id
     })
     if (typeof out !== 'string') return out
@@ -269,10 +271,11 @@ export class RolloutService {
   }
 
   /** Open rollouts first, then the most recent ones. */
-  async list(o: {open?: boolean | undefined; limit?: number | undefined} = {}): Promise<RolloutView[]> {
+  async list(o: {open?: boolean | undefined; limit?: number | undefined; ids?: readonly string[] | undefined} = {}): Promise<RolloutView[]> {
+    if (o.ids?.length === 0) return []
     const {rows} = await this.db.query<RolloutRow>(
-      `SELECT ${ROLLOUT_COLUMNS} FROM rollouts WHERE ($1::boolean IS NOT TRUE OR state = ANY($2::text[])) ORDER BY seq DESC LIMIT $3`,
-      [o.open ?? false, OPEN_ROLLOUT_STATES, o.limit ?? 20],
+      `SELECT ${ROLLOUT_COLUMNS} FROM rollouts WHERE ($1::boolean IS NOT TRUE OR state = ANY($2::text[])) AND ($4::text[] IS NULL OR id = ANY($4::text[])) ORDER BY seq DESC LIMIT $3`,
+      [o.open ?? false, OPEN_ROLLOUT_STATES, o.limit ?? o.ids?.length ?? 20, o.ids ?? null],
     )
     if (rows.length === 0) return []
     const {rows: nodes} = await this.db.query<NodeRow & {rollout_id: string}>(
@@ -309,6 +312,7 @@ export class RolloutService {
         [id, next, action === 'resume' ? null : `${PAST[action]} by ${actorName(p)}`, now],
       )
       await this.ledger.append(tx, {actor: actorOf(p), action: `rollout.${action}`, subject: id, details: {from: r.state, to: next}})
+      await notifyChanged(tx, 'rollouts', [id])
       return this.get(id, tx)
     })
     if (action === 'resume') this.kick()
@@ -410,6 +414,7 @@ export class RolloutService {
       } else {
         await tx.query('UPDATE rollouts SET updated_at = $2 WHERE id = $1', [id, now])
       }
+      await notifyChanged(tx, 'rollouts', [id])
       const moved = step.nodes.filter((s) => s.from !== s.to)
       if (moved.length || step.rollout) {
         await this.ledger.append(tx, {
@@ -481,6 +486,7 @@ export class RolloutService {
       }
     }
     if (repinned.size) await this.commands.insert(tx, `rollout:${r.id}`, [...repinned], 'refresh')
+    await notifyChanged(tx, 'nodes', steps.filter((s) => s.from !== s.to).map((s) => s.node_id)) // a node's status shows whether a rollout moves it
     return [...repinned]
   }
 }

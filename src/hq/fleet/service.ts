@@ -81,7 +81,7 @@ export function isUpdateChange(r: AgentReport): boolean {
   })
 }
 
-export type FleetFilter = {zone?: string | undefined; status?: NodeStatus | undefined; version?: string | undefined}
+export type FleetFilter = {zone?: string | undefined; status?: NodeStatus | undefined; version?: string | undefined; ids?: readonly string[] | undefined}
 
 export type NodeDetail = FleetNodeDetail
 
@@ -135,7 +135,7 @@ export class FleetService {
 
   /** `GET /v1/fleet/nodes`: status and version are derived, so they filter after the one query. */
   async listNodes(filter: FleetFilter, now: Date = this.clock.now()): Promise<FleetNode[]> {
-    const {rows} = await this.db.query<NodeRow>(`${LIST_SQL} WHERE ($1::text IS NULL OR n.zone = $1) ORDER BY n.id`, [filter.zone ?? null])
+    const {rows} = await this.db.query<NodeRow>(`${LIST_SQL} WHERE ($1::text IS NULL OR n.zone = $1) AND ($2::text[] IS NULL OR n.id = ANY($2::text[])) ORDER BY n.id`, [filter.zone ?? null, filter.ids ?? null])
     return rows
       .map((r) => toFleetNode(r, now))
       .filter((n) => (filter.status === undefined || n.status === filter.status) && (filter.version === undefined || Object.values(n.versions).includes(filter.version)))

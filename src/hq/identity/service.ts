@@ -9,6 +9,7 @@ import {identityUri, isRole, type Role} from '../../shared/pki.js'
 import type {AuditLedger} from '../audit/ledger.js'
 import type {Principal} from '../auth.js'
 import type {CertificateAuthority, IssuedCert} from '../ca/ca.js'
+import {notifyChanged} from '../events/hub.js'
 import {recordCertificate} from '../store/index.js'
 import {revokeCertificates} from './revocation.js'
 
@@ -165,6 +166,7 @@ export class IdentityService {
         await tx.query("INSERT INTO nodes (id, zone, operator, track, status, created_at) VALUES ($1, $2, $3, $4, 'pending', $5)", [o.node_id, zone, o.operator, o.track, now])
       }
       await tx.query('INSERT INTO join_tokens (token_hash, node_id, created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)', [tokenHash(token), o.node_id, actorOf(p).id, now, expires])
+      await notifyChanged(tx, 'nodes', [o.node_id])
       await this.ledger.append(tx, {actor: actorOf(p), action: 'token.create', subject: o.node_id, details: {zone, operator: o.operator, track: o.track, expires_at: expires.toISOString(), ...(readmit ? {readmit: true} : {})}})
     })
     return {node_id: o.node_id, zone, operator: o.operator, track: o.track, token, expires_at: expires.toISOString()}
@@ -193,6 +195,7 @@ export class IdentityService {
       const cert = await this.ca.issueNode(t.node_id, t.zone, key)
       await tx.query('UPDATE join_tokens SET used_at = $2 WHERE token_hash = $1', [tokenHash(o.token), now])
       await tx.query("UPDATE nodes SET status = 'active', joined_at = $2, hardware = $3 WHERE id = $1", [t.node_id, now, JSON.stringify(o.hardware)])
+      await notifyChanged(tx, 'nodes', [t.node_id])
       await recordCertificate(tx, {serial: cert.serial, kind: 'node', subject: t.node_id, fingerprint: cert.fingerprint, not_before: cert.notBefore, not_after: cert.notAfter})
       await this.ledger.append(tx, {
         actor: {type: 'node', id: t.node_id},
@@ -212,6 +215,7 @@ export class IdentityService {
       if (rows[0]?.status !== 'active') throw new JilError('CERT_REVOKED', `node ${p.id} is not active`, {status: 401, hint: 'a revoked node cannot renew'})
       const cert = await this.ca.issueNode(p.id, rows[0].zone, key)
       await recordCertificate(tx, {serial: cert.serial, kind: 'node', subject: p.id, fingerprint: cert.fingerprint, not_before: cert.notBefore, not_after: cert.notAfter})
+      await notifyChanged(tx, 'nodes', [p.id]) // its cert expiry moved
       await this.ledger.append(tx, {actor: actorOf(p), action: 'node.renew', subject: p.id, details: {serial: cert.serial, previous_serial: p.serial, not_after: cert.notAfter.toISOString()}})
       return cert
     })
@@ -225,6 +229,7 @@ export class IdentityService {
       if (!rows[0]) throw new JilError('NODE_UNKNOWN', `no node ${nodeId}`, {status: 404, hint: 'see jil fleet nodes'})
       if (rows[0].status === 'revoked') throw new JilError('NODE_REVOKED', `node ${nodeId} is already revoked`, {status: 409})
       await tx.query("UPDATE nodes SET status = 'revoked', revoked_at = $2, revoke_reason = $3 WHERE id = $1", [nodeId, now, reason])
+      await notifyChanged(tx, 'nodes', [nodeId])
       await tx.query('DELETE FROM join_tokens WHERE node_id = $1 AND used_at IS NULL', [nodeId])
       const serials = await revokeCertificates(tx, {kind: 'node', subject: nodeId}, reason, now)
       await this.ledger.append(tx, {actor: actorOf(p), action: 'cert.revoke', subject: nodeId, details: {kind: 'node', reason, serials}})

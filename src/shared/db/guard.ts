@@ -25,6 +25,11 @@ export class TxGuard {
   run<T>(fn: () => Promise<T>): Promise<T> {
     return this.als.run({}, fn)
   }
+
+  /** Runs fn outside every transaction's context (a notification delivered while a transaction's query ran is not part of it). */
+  exit<T>(fn: () => T): T {
+    return this.als.exit(fn)
+  }
 }
 
 /** Wraps a transaction-scoped Queryable so it refuses use once the transaction has ended. */
@@ -46,6 +51,11 @@ export function scopedHandle(inner: Queryable): {handle: Queryable; end: () => v
     },
   }
   return {handle, end: () => void (open = false)}
+}
+
+/** A LISTEN/NOTIFY channel: a plain lower-case identifier, so it needs no quoting and reads the same on both adapters. */
+export function assertChannel(channel: string): void {
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(channel)) throw new RangeError(`not a notification channel name: ${JSON.stringify(channel)}`)
 }
 
 export function lockKey(key: bigint | number): bigint {

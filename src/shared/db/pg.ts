@@ -1,7 +1,7 @@
-import type {Pool, PoolClient} from 'pg'
+import type {Client, Notification, Pool, PoolClient} from 'pg'
 
 import {JilError, messageOf, systemCode} from '../errors.js'
-import {GuardedQueries, lockKey, scopedHandle} from './guard.js'
+import {assertChannel, GuardedQueries, lockKey, scopedHandle, type TxGuard} from './guard.js'
 import type {AdvisoryLock, Db, Queryable, QueryResult, Row} from './types.js'
 
 /** The pg adapter: a pool against a PostgreSQL server. */
@@ -30,7 +30,9 @@ export async function openPg(url: string, opts: {max?: number; applicationName?:
     await pool.end().catch(() => {})
     throw dbConnectError(url, err)
   }
-  return new PgDb(pool)
+  // LISTEN holds a connection for good: its own client, not a pool slot (keepAlive: a dead server is noticed).
+  const listenClient = () => new pg.Client({connectionString: url, application_name: `${opts.applicationName ?? 'jil'}:listen`, connectionTimeoutMillis: 10_000, keepAlive: true})
+  return new PgDb(pool, listenClient)
 }
 
 export function dbConnectError(url: string, err: unknown): JilError {
@@ -69,10 +71,21 @@ function clientQueryable(client: PoolClient | Pool): Queryable {
 class PgDb extends GuardedQueries implements Db {
   readonly kind = 'pg' as const
   protected readonly direct: Queryable
+  private readonly listener: PgListener
 
-  constructor(private readonly pool: Pool) {
+  constructor(
+    private readonly pool: Pool,
+    listenClient: () => Client,
+  ) {
     super()
     this.direct = clientQueryable(pool)
+    this.listener = new PgListener(listenClient, this.guard)
+  }
+
+  async listen(channel: string, onPayload: (payload: string) => void, opts: {onReconnect?: () => void} = {}): Promise<() => Promise<void>> {
+    assertChannel(channel)
+    this.guard.assertOutside()
+    return this.listener.listen(channel, {onPayload, ...(opts.onReconnect ? {onReconnect: opts.onReconnect} : {})})
   }
 
   async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
@@ -157,6 +170,128 @@ class PgDb extends GuardedQueries implements Db {
   }
 
   async close(): Promise<void> {
+    await this.listener.close()
     await this.pool.end()
+  }
+}
+
+type Listener = {onPayload: (payload: string) => void; onReconnect?: () => void}
+
+/** How long the listener waits before reconnecting: 250 ms, doubling, at most 30 s. */
+const RELISTEN_MIN_MS = 250
+const RELISTEN_MAX_MS = 30_000
+
+/**
+ * Every LISTEN of one Db on one dedicated connection. When that connection is lost, it reconnects
+ * with backoff (one owned, unref'd timer) and LISTENs on every channel again, then tells the
+ * listeners that what was sent meanwhile is lost (a notification is never replayed).
+ */
+class PgListener {
+  private client: Client | undefined
+  private connecting: Promise<Client> | undefined
+  private readonly channels = new Map<string, Set<Listener>>()
+  private retry: NodeJS.Timeout | undefined
+  private failures = 0
+  private closed = false
+
+  constructor(
+    private readonly newClient: () => Client,
+    private readonly guard: TxGuard,
+  ) {}
+
+  async listen(channel: string, l: Listener): Promise<() => Promise<void>> {
+    let set = this.channels.get(channel)
+    if (!set) this.channels.set(channel, (set = new Set()))
+    set.add(l)
+    try {
+      // LISTEN on a channel already listened to is a no-op: no bookkeeping of what the session has.
+      await (await this.connected()).query(`LISTEN ${channel}`)
+    } catch (err) {
+      this.remove(channel, l)
+      throw err
+    }
+    let done = false
+    return async () => {
+      if (done) return
+      done = true
+      if (this.remove(channel, l)) await this.client?.query(`UNLISTEN ${channel}`).catch(() => {}) // a lost session listens to nothing anyway
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+    clearTimeout(this.retry)
+    this.retry = undefined
+    this.channels.clear()
+    const c = this.client ?? (await this.connecting?.catch(() => undefined))
+    this.client = undefined
+    await c?.end().catch(() => {})
+  }
+
+  /** True when the channel has no listener left. */
+  private remove(channel: string, l: Listener): boolean {
+    const set = this.channels.get(channel)
+    if (!set) return false
+    set.delete(l)
+    if (set.size > 0) return false
+    this.channels.delete(channel)
+    return true
+  }
+
+  private connected(): Promise<Client> {
+    if (this.closed) return Promise.reject(new JilError('DB_CLOSED', 'the database handle is closed', {status: 503}))
+    if (this.client) return Promise.resolve(this.client)
+    this.connecting ??= this.open().finally(() => (this.connecting = undefined))
+    return this.connecting
+  }
+
+  private async open(): Promise<Client> {
+    const c = this.newClient()
+    // Kept for the client's whole life: an 'error' without a listener would crash the process.
+    c.on('error', () => this.lost(c))
+    c.on('end', () => this.lost(c))
+    c.on('notification', (m: Notification) => {
+      const payload = m.payload
+      if (payload === undefined) return
+      for (const l of this.channels.get(m.channel) ?? []) this.guard.exit(() => l.onPayload(payload))
+    })
+    try {
+      await c.connect()
+      for (const channel of this.channels.keys()) await c.query(`LISTEN ${channel}`)
+      if (this.closed) throw new JilError('DB_CLOSED', 'the database handle is closed', {status: 503})
+    } catch (err) {
+      await c.end().catch(() => {})
+      throw err
+    }
+    this.client = c
+    return c
+  }
+
+  private lost(c: Client): void {
+    if (c !== this.client) return
+    this.client = undefined
+    c.removeAllListeners('notification')
+    void c.end().catch(() => {})
+    this.reconnectLater()
+  }
+
+  private reconnectLater(): void {
+    if (this.retry || this.closed || this.channels.size === 0) return
+    const delay = Math.min(RELISTEN_MAX_MS, RELISTEN_MIN_MS * 2 ** this.failures)
+    this.retry = setTimeout(() => {
+      this.retry = undefined
+      if (this.closed || this.client || this.channels.size === 0) return
+      this.connected().then(
+        () => {
+          this.failures = 0
+          for (const set of this.channels.values()) for (const l of set) if (l.onReconnect) this.guard.exit(l.onReconnect)
+        },
+        () => {
+          this.failures++
+          this.reconnectLater()
+        },
+      )
+    }, delay)
+    this.retry.unref()
   }
 }

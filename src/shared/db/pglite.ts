@@ -1,6 +1,6 @@
 import type {PGlite} from '@electric-sql/pglite'
 
-import {GuardedQueries, lockKey, scopedHandle} from './guard.js'
+import {assertChannel, GuardedQueries, lockKey, scopedHandle} from './guard.js'
 import type {AdvisoryLock, Db, Queryable, QueryResult, Row} from './types.js'
 
 /** int8 as JS numbers, like the pg adapter. */
@@ -83,6 +83,19 @@ class PgliteDb extends GuardedQueries implements Db {
         this.held.delete(k)
         done()
       },
+    }
+  }
+
+  /** PGlite's own LISTEN on its one session: nothing to reconnect, so `onReconnect` never fires. */
+  async listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>> {
+    assertChannel(channel)
+    this.guard.assertOutside()
+    const unlisten = await this.pg.listen(channel, (payload) => this.guard.exit(() => onPayload(payload)))
+    let done = false
+    return async () => {
+      if (done) return
+      done = true
+      if (!this.pg.closed) await unlisten()
     }
   }
 

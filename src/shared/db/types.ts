@@ -47,6 +47,15 @@ export interface Db extends Queryable {
   tryAdvisoryLock(key: bigint | number): Promise<AdvisoryLock | null>
   /** Like tryAdvisoryLock but waits for the lock. */
   advisoryLock(key: bigint | number): Promise<AdvisoryLock>
+  /**
+   * LISTENs on `channel` (lower-case letters, digits, `_`): `onPayload` gets the payload of every
+   * notification on it, from every process sharing the database, once its sender's transaction has
+   * committed (send with `SELECT pg_notify($1, $2)` inside the writer's transaction). Resolves once
+   * the LISTEN is in force; the returned function stops listening. On pg all LISTENs of a Db share
+   * one dedicated connection, re-established with backoff when lost: `onReconnect` then says that
+   * notifications sent meanwhile were missed. Callbacks run outside any transaction's context.
+   */
+  listen(channel: string, onPayload: (payload: string) => void, opts?: {onReconnect?: () => void}): Promise<() => Promise<void>>
   close(): Promise<void>
 }
 
