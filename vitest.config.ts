@@ -18,7 +18,7 @@ export default defineConfig({
     hookTimeout: 120_000,
     globalSetup: ['test/helpers/global-setup.ts'],
     projects: [
-      {extends: true, test: {name: 'unit', include: ['test/unit/**/*.test.ts']}},
+      {extends: true, test: {name: 'unit', include: ['test/unit/**/*.test.{ts,tsx}']}},
       {extends: true, test: {name: 'integration', include: ['test/integration/**/*.test.ts']}},
       {extends: true, test: {name: 'system', include: ['test/system/**/*.test.ts'], maxWorkers: 1}},
     ],

@@ -20,7 +20,7 @@ const src = join(root, 'src')
 
 function walk(dir) {
   return readdirSync(dir, {withFileTypes: true}).flatMap((e) =>
-    e.isDirectory() ? walk(join(dir, e.name)) : e.name.endsWith('.ts') && !e.name.endsWith('.d.ts') ? [join(dir, e.name)] : [],
+    e.isDirectory() ? walk(join(dir, e.name)) : /\.tsx?$/.test(e.name) && !e.name.endsWith('.d.ts') ? [join(dir, e.name)] : [],
   )
 }
 
@@ -62,9 +62,11 @@ const commands = walk(join(src, 'commands'))
 await esbuild.build({
   entryPoints: [
     {in: CLI_ENTRY, out: 'cli'},
-    ...commands.map((f) => ({in: f, out: relative(src, f).replace(/\.ts$/, '')})),
+    // A command may be .tsx; the Ink views it imports (src/tui/*.tsx) are bundled through its imports,
+    // compiled with tsconfig's "jsx": "react-jsx" (react/jsx-runtime stays external, like react and ink).
+    ...commands.map((f) => ({in: f, out: relative(src, f).replace(/\.tsx?$/, '')})),
     // Worker threads are their own files; commands find them at dist/workers/NAME.js.
-    ...walk(join(src, 'workers')).map((f) => ({in: f, out: relative(src, f).replace(/\.ts$/, '')})),
+    ...walk(join(src, 'workers')).map((f) => ({in: f, out: relative(src, f).replace(/\.tsx?$/, '')})),
   ],
   outdir: join(root, 'dist'),
   bundle: true,
