@@ -24,6 +24,11 @@ export default class Top extends JilCommand {
     // React's development build checks and warns on every render (several times slower); a user's
     // dashboard runs the production one unless NODE_ENV says otherwise. Read when react loads, below.
     process.env.NODE_ENV ??= 'production'
+    // Ink draws only the last frame when it thinks it runs in CI (is-in-ci reads CI and
+    // CONTINUOUS_INTEGRATION when ink loads). This is a live dashboard on a TTY, checked above: a
+    // CI variable left in the user's shell (or a CI job's tmux) must not blank the screen.
+    delete process.env.CI
+    delete process.env.CONTINUOUS_INTEGRATION
     // Ink and React load here only: every other command, and --version, stays free of them.
     const [{openHqSession}, {hqSource}, {App}, {render}, {createElement}] = await Promise.all([
       import('../cli/hq-session.js'),

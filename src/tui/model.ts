@@ -85,7 +85,10 @@ export class CowMap<V> implements ReadonlyMap<string, V> {
       if (!m.has(k)) size++
       m.set(k, v)
     }
-    for (const k of remove) if (writable(CowMap.bucketOf(k)).delete(k)) size--
+    for (const k of remove) {
+      const b = CowMap.bucketOf(k)
+      if (buckets[b]!.has(k) && writable(b).delete(k)) size--
+    }
     return copied.size === 0 ? this : new CowMap(buckets, size)
   }
 

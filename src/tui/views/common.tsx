@@ -36,9 +36,9 @@ export const STATUS_COLOR: Record<NodeStatus, string> = {
 export const SEVERITY_COLOR: Record<AlertSeverity, string> = {critical: 'red', warning: 'yellow'}
 
 /** One line, never wrapped: longer text is cut to the width. */
-export function Line({width, children, color, bold, dim}: {width: number; children: string; color?: string | undefined; bold?: boolean; dim?: boolean}) {
+export function Line({width, children, color, bold}: {width: number; children: string; color?: string | undefined; bold?: boolean}) {
   return (
-    <Text wrap="truncate" color={color} bold={bold} dimColor={dim}>
+    <Text wrap="truncate" color={color} bold={bold}>
       {fit(children, width).trimEnd() || ' '}
     </Text>
   )

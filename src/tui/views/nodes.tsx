@@ -77,7 +77,8 @@ export function Nodes({nodes, now, width, height, colors, active, onOpen, initia
   }, active)
 
   const arrow = sort.desc ? '↓' : '↑'
-  const header = columns.map((c) => fit(c.key === sort.key ? `${c.header}${arrow}` : c.header, c.width, c.align)).join(' '.repeat(COLUMN_GAP))
+  // The sorted column keeps its arrow: a header as wide as its column gives up a letter for it.
+  const header = columns.map((c) => fit(c.key === sort.key ? `${c.header.slice(0, c.width - 1)}${arrow}` : c.header, c.width, c.align)).join(' '.repeat(COLUMN_GAP))
   const filterLine = editing || filter ? `/${filter}${editing ? '▏' : ''}` : 'press / to filter (text, zone:CH/FINMA, status:offline)'
   const invalid = parsed.invalid.length ? `  not understood: ${parsed.invalid.join(' ')}` : ''
   const sortName = (k: SortKey) => columns.find((c) => c.key === k)?.header.toLowerCase() ?? k
