@@ -9,13 +9,19 @@ import type {ConsumedBatch, PartitionOffset, TopicPartition} from './transport.j
 /**
  * The consumer side of sync: applies other nodes' state changes to this node's declared tables.
  * One batch (one partition's records) is one transaction holding everything it decides: the rows
- * changed, the events recorded as applied (de-duplication by event_id), each source's last sequence
- * and gaps, and the partition's next offset. A crash anywhere before COMMIT leaves none of it, and
- * the consumer resumes at the stored offset: nothing lost, nothing applied twice.
+ * changed, the events recorded as applied, each source's last sequence and gaps, and the partition's
+ * next offset. A crash anywhere before COMMIT leaves none of it, and the consumer resumes at the
+ * stored offset: nothing lost, nothing applied twice.
  *
  * Concurrent changes to one row converge: the change with the greatest (version, ts, source_id) wins
  * on every node, whatever the order of arrival; jil_sync_rows remembers the winner, tombstones
  * included, so a late older upsert never resurrects a deleted row.
+ *
+ * De-duplication is exact and bounded. A source numbers its events 1, 2, 3, … once and for good, so
+ * at or below its contiguous watermark (the highest seq with no open gap at or below it) an event is
+ * known applied by its seq alone; above it, by its event_id row in jil_sync_applied. Rows at or
+ * below the watermark are then redundant, and pruneApplied removes them once they are older than a
+ * retention. (A source whose sequence restarts must therefore come back under a new node id.)
  */
 
 export type ApplyResult = {
@@ -43,24 +49,67 @@ export type ApplierOptions = {
 /** Attempts of one batch that loses deadlocks or serialization conflicts to services' transactions. */
 const RETRIES = 5
 
-type Prepared = SyncTable & {quoted: string; columns: string[]; upsertSql: string; deleteSql: string; lockSql: string}
+/**
+ * A source's contiguous watermark, for a row `s` of jil_sync_sources: every seq at or below it has
+ * been applied (the first open gap starts above it; with none, it is last_seq).
+ */
+const WATERMARK_SQL = 'COALESCE((SELECT min(g.from_seq) FROM jil_sync_gaps g WHERE g.source_id = s.source_id) - 1, s.last_seq)'
+
+/** A declared table and the statements that apply changes to it. */
+type Prepared = SyncTable & {
+  /** SQL types of the key columns: keys travel as typed arrays. */
+  keyTypes: string[]
+  /** Locks the batch's existing rows in the arrays' order; returns their positions (1-based) in them. */
+  lockSql: string
+  /** Rows known to exist (locked): a plain UPDATE. Undefined when the table has nothing besides its key. */
+  updateSql: string | undefined
+  /** Rows not there at lock time; ON CONFLICT covers one a service inserts meanwhile. */
+  insertSql: string
+  deleteSql: string
+}
+
+/** What the batch knows of a source, read under its row lock: last seq seen and contiguous watermark. */
+type SourceMark = {last: number; watermark: number}
+
+type Candidate = {env: SyncEnvelope; change: StateChange; /** The key values as JSON: one row's identity within a table. */ k: string}
+
+/** The changes of one table in a batch, ready to send: one per row, in key order. */
+type TablePlan = {t: Prepared; list: Candidate[]; keyArrays: unknown[][]; rowJson: (string | undefined)[]}
 
 const q = (id: string) => `"${id.replace(/"/g, '""')}"`
 
-/** RFC 3339 with up to 9 fractional digits → microseconds since the epoch (PostgreSQL's precision), for ordering. */
-export function tsMicros(ts: string): bigint {
-  const m = /^(.*T\d{2}:\d{2}:\d{2})(?:\.(\d+))?Z$/.exec(ts)
-  const base = BigInt(Date.parse(`${m?.[1] ?? ts}Z`)) * 1000n
-  const frac = BigInt(((m?.[2] ?? '') + '000000').slice(0, 6))
-  return base + frac
+const refused = (why: string) => new JilError('SYNC_EVENT_INVALID', `a sync event was refused: ${why}`, {hint: 'the producing node runs an incompatible jil; upgrade it', status: 400})
+
+/** A PostgreSQL array literal of values that need no quoting (numbers, uuids, node ids, timestamps). */
+const plainArray = (values: readonly (string | number | boolean)[]): string => `{${values.join(',')}}`
+
+/** `2026-03-01T12:00:00.1234567Z` → [seconds since the epoch, microseconds], rounded as PostgreSQL rounds fractions (rint). */
+function tsParts(ts: string): [number, number] {
+  // The envelope's schema fixes the shape: YYYY-MM-DDTHH:MM:SS, an optional fraction, Z.
+  const seconds = Date.parse(`${ts.slice(0, 19)}Z`) / 1000
+  if (ts.length === 20) return [seconds, 0]
+  const x = Number(`0${ts.slice(19, -1)}`) * 1e6
+  const r = Math.round(x)
+  // Half-way cases go to the even neighbour, as C's rint() does.
+  const us = r - x === 0.5 && r % 2 !== 0 ? r - 1 : r
+  return us === 1e6 ? [seconds + 1, 0] : [seconds, us]
 }
 
-type Candidate = {env: SyncEnvelope; change: StateChange; micros: bigint}
+/** Orders two envelope timestamps as PostgreSQL orders them once stored (timestamptz: microseconds). */
+export function compareTs(a: string, b: string): number {
+  if (a === b) return 0
+  // Same shape with at most microseconds (what relays write): the text order is the time order.
+  if (a.length === b.length && a.length <= 27) return a < b ? -1 : 1
+  const [as, au] = tsParts(a)
+  const [bs, bu] = tsParts(b)
+  return as !== bs ? as - bs : au - bu
+}
 
 /** The convergence order: version, then timestamp, then source_id (byte order, as COLLATE "C"). */
-export function wins(a: Candidate, b: Candidate): boolean {
+export function wins(a: Pick<Candidate, 'env' | 'change'>, b: Pick<Candidate, 'env' | 'change'>): boolean {
   if (a.change.version !== b.change.version) return a.change.version > b.change.version
-  if (a.micros !== b.micros) return a.micros > b.micros
+  const t = compareTs(a.env.ts, b.env.ts)
+  if (t !== 0) return t > 0
   return a.env.source_id > b.env.source_id
 }
 
@@ -77,16 +126,20 @@ export class Applier {
   /** Reads each declared table's columns and checks its key has a unique index (ON CONFLICT needs one). */
   async init(): Promise<void> {
     for (const t of this.o.tables) {
-      const cols = await this.o.db.query<{column_name: string}>(
-        `SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position`,
+      const cols = await this.o.db.query<{name: string; type: string; generated: boolean}>(
+        `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attgenerated <> '' AS generated
+           FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+          WHERE c.relname = $1 AND c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')
+            AND a.attnum > 0 AND NOT a.attisdropped
+          ORDER BY a.attnum`,
         [t.name],
       )
       if (cols.rows.length === 0) {
         throw new JilError('SYNC_TABLE_MISSING', `the node database has no table ${t.name}, declared for sync`, {hint: 'create it (the services\' migrations) or leave it out of JIL_SYNC_TABLES', status: 500})
       }
-      const columns = cols.rows.map((r) => r.column_name)
+      const typeOf = new Map(cols.rows.map((r) => [r.name, r.type]))
       for (const c of [...t.key, t.version]) {
-        if (!columns.includes(c)) throw new JilError('SYNC_TABLE_INVALID', `table ${t.name} has no column ${c}, declared for sync`, {hint: 'fix JIL_SYNC_TABLES (table:key1+key2:version)', status: 500})
+        if (!typeOf.has(c)) throw new JilError('SYNC_TABLE_INVALID', `table ${t.name} has no column ${c}, declared for sync`, {hint: 'fix JIL_SYNC_TABLES (table:key1+key2:version)', status: 500})
       }
       const unique = await this.o.db.query(
         `SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
@@ -98,17 +151,29 @@ export class Applier {
         throw new JilError('SYNC_TABLE_INVALID', `table ${t.name} has no unique index on its key (${t.key.join(', ')})`, {hint: 'the declared key must be the primary key or a unique index', status: 500})
       }
       const quoted = q(t.name)
-      const keys = t.key.map(q).join(', ')
-      const rest = columns.filter((c) => !t.key.includes(c))
-      const set = rest.length ? `DO UPDATE SET ${rest.map((c) => `${q(c)} = EXCLUDED.${q(c)}`).join(', ')}` : 'DO NOTHING'
+      const keyTypes = t.key.map((k) => typeOf.get(k)!)
+      // Generated columns are the database's to compute: never written.
+      const written = cols.rows.filter((r) => !r.generated).map((r) => r.name)
+      const rest = written.filter((c) => !t.key.includes(c))
+      const keyArgs = keyTypes.map((ty, i) => `$${i + 1}::${ty}[]`).join(', ')
+      const keyAlias = t.key.map((_, i) => `k${i}`).join(', ')
+      const onKeys = (a: string, b: string) => t.key.map((k, i) => `${a}.${q(k)} = ${b}.k${i}`).join(' AND ')
+      const onCols = (a: string, b: string) => t.key.map((k) => `${a}.${q(k)} = ${b}.${q(k)}`).join(' AND ')
+      // json, not jsonb: each row is read once, field by field; the binary form would only be extra work.
+      // Joined to the table (UPDATE, DELETE), it also keeps the planner on index lookups: it guesses a
+      // few rows for it, where an unnest of known length can make a whole-table hash look cheaper.
+      const rows = `json_populate_recordset(NULL::${quoted}, $1::json)`
       this.tables.set(t.name, {
         ...t,
-        quoted,
-        columns,
-        upsertSql: `INSERT INTO ${quoted} SELECT * FROM jsonb_populate_recordset(NULL::${quoted}, $1::jsonb) ON CONFLICT (${keys}) ${set}`,
-        deleteSql: `DELETE FROM ${quoted} AS t USING jsonb_populate_recordset(NULL::${quoted}, $1::jsonb) AS x WHERE ${t.key.map((k) => `t.${q(k)} = x.${q(k)}`).join(' AND ')}`,
-        lockSql: `SELECT 1 FROM ${quoted} AS t JOIN jsonb_populate_recordset(NULL::${quoted}, $1::jsonb) AS x ON ${t.key.map((k) => `t.${q(k)} = x.${q(k)}`).join(' AND ')}
-                   ORDER BY ${t.key.map((k) => `t.${q(k)}`).join(', ')} FOR UPDATE OF t`,
+        keyTypes,
+        // One index lookup per key, in the arrays' order: a LATERAL subquery with FOR UPDATE stays a
+        // nested loop (joined plainly, a long key list would make the planner hash the whole table).
+        lockSql: `SELECT x.n FROM unnest(${keyArgs}) WITH ORDINALITY AS x(${keyAlias}, n)
+                   CROSS JOIN LATERAL (SELECT 1 FROM ${quoted} AS t WHERE ${onKeys('t', 'x')} FOR UPDATE) AS l`,
+        updateSql: rest.length ? `UPDATE ${quoted} AS t SET ${rest.map((c) => `${q(c)} = x.${q(c)}`).join(', ')} FROM ${rows} AS x WHERE ${onCols('t', 'x')}` : undefined,
+        insertSql: `INSERT INTO ${quoted} (${written.map(q).join(', ')}) SELECT ${written.map(q).join(', ')} FROM ${rows}
+                    ON CONFLICT (${t.key.map(q).join(', ')}) ${rest.length ? `DO UPDATE SET ${rest.map((c) => `${q(c)} = EXCLUDED.${q(c)}`).join(', ')}` : 'DO NOTHING'}`,
+        deleteSql: `DELETE FROM ${quoted} AS t USING ${rows} AS x WHERE ${onCols('t', 'x')}`,
       })
     }
     this.ready = true
@@ -127,17 +192,26 @@ export class Applier {
     if (!this.ready) throw new JilError('INTERNAL', 'the applier was not initialised')
     const result: ApplyResult = {records: batch.records.length, applied: 0, duplicates: 0, own: 0, ignored: 0, changed: 0}
     const candidates: Candidate[] = []
+    const inBatch = new Set<string>()
+    // Only state tables are applied: a record of any other topic (jil.fleet.status heartbeats,
+    // jil.events, …) or of a table this node does not declare is passed, its offset kept.
+    const tableOf = tableOfTopic(batch.topic)
+    const declared = tableOf !== undefined && this.tables.has(tableOf)
     for (const r of batch.records) {
+      if (!declared) {
+        result.ignored++
+        continue
+      }
       let env: SyncEnvelope
       let change: StateChange
       try {
-        env = parseEnvelope(r.value)
-        const table = tableOfTopic(env.topic)
-        if (!table || !this.tables.has(table)) {
-          result.ignored++
-          continue
-        }
+        // A string, not the Buffer: parseEnvelope would copy a Buffer before decoding it.
+        env = parseEnvelope(r.value.toString('utf8'))
+        if (env.topic !== batch.topic) throw refused(`it names topic ${env.topic} but came on ${batch.topic}`)
         change = parseStateChange(env)
+        // What PostgreSQL would refuse (bigint range, a time that does not exist) would fail the whole batch, again and again.
+        if (!Number.isSafeInteger(env.seq) || !Number.isSafeInteger(change.version)) throw refused('its seq or version is out of range')
+        if (Number.isNaN(Date.parse(`${env.ts.slice(0, 19)}Z`))) throw refused(`its time ${env.ts} does not exist`)
       } catch (err) {
         // A malformed event cannot become valid by waiting: logged and passed, or it blocks the partition forever.
         this.o.log?.warn({topic: batch.topic, partition: batch.partition, offset: r.offset, err: messageOf(err)}, 'sync event refused')
@@ -148,8 +222,15 @@ export class Applier {
         result.own++
         continue
       }
-      candidates.push({env, change, micros: tsMicros(env.ts)})
+      // The same event twice in one batch: the second is a duplicate before the database is asked.
+      if (inBatch.has(env.event_id)) {
+        result.duplicates++
+        continue
+      }
+      inBatch.add(env.event_id)
+      candidates.push({env, change, k: JSON.stringify(change.key)})
     }
+    const inBatchDuplicates = result.duplicates
     const next = batch.records.at(-1)!.offset + 1
     // A service's transaction may lock the same rows in another order than ours: PostgreSQL then
     // breaks the deadlock by failing one side. If that is us, the whole batch runs again (nothing of
@@ -157,6 +238,7 @@ export class Applier {
     for (let attempt = 1; ; attempt++) {
       try {
         await this.applyOnce(batch, candidates, next, result)
+        result.duplicates += inBatchDuplicates
         return result
       } catch (err) {
         const code = (err as {code?: unknown}).code
@@ -172,11 +254,13 @@ export class Applier {
       // Safe without waiting for the flush: a server crash loses these changes and their offset
       // together, and the consumer then reads them from the bus again.
       await tx.query('SET LOCAL synchronous_commit = off')
-      const fresh = await this.dedupe(tx, candidates)
+      const marks = await this.lockSources(tx, candidates)
+      const {fresh, plan} = await this.dedupe(tx, candidates, marks)
       result.applied = fresh.length
       result.duplicates = candidates.length - fresh.length
-      result.changed = await this.applyChanges(tx, fresh)
-      await this.trackSources(tx, fresh)
+      result.changed = await this.applyPlan(tx, plan)
+      await this.record(tx, fresh, marks)
+      await this.trackSources(tx, fresh, marks)
       await tx.query(
         `INSERT INTO jil_sync_offsets (topic, partition, next_offset) VALUES ($1, $2, $3)
          ON CONFLICT (topic, partition) DO UPDATE SET next_offset = GREATEST(jil_sync_offsets.next_offset, EXCLUDED.next_offset), updated_at = now()`,
@@ -186,89 +270,183 @@ export class Applier {
     })
   }
 
-  /** Records the events as applied; returns those not seen before (first of any repeats within the batch). */
-  private async dedupe(tx: Queryable, cs: Candidate[]): Promise<Candidate[]> {
-    if (cs.length === 0) return []
-    const {rows} = await tx.query<{event_id: string}>(
-      `INSERT INTO jil_sync_applied (event_id, source_id, seq)
-       SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[]) ON CONFLICT (event_id) DO NOTHING RETURNING event_id`,
-      [cs.map((c) => c.env.event_id), cs.map((c) => c.env.source_id), cs.map((c) => c.env.seq)],
-    )
-    const isNew = new Set(rows.map((r) => r.event_id))
-    return cs.filter((c) => isNew.delete(c.env.event_id))
+  /**
+   * Locks the batch's sources (in source order; a first-seen source gets its row first, so that the
+   * lock holds for it too) and reads each one's last seq and watermark. Held to COMMIT, the lock keeps
+   * pruneApplied from removing event_id rows between this read and the de-duplication, and
+   * serialises batches that track the same source.
+   */
+  private async lockSources(tx: Queryable, cs: readonly Candidate[]): Promise<Map<string, SourceMark>> {
+    const marks = new Map<string, SourceMark>()
+    if (cs.length === 0) return marks
+    const sources = [...new Set(cs.map((c) => c.env.source_id))].sort()
+    const read = async (ids: string[]) => {
+      const {rows} = await tx.query<{source_id: string; last_seq: number; watermark: number}>(
+        `SELECT s.source_id, s.last_seq, ${WATERMARK_SQL} AS watermark
+           FROM jil_sync_sources s WHERE s.source_id = ANY($1::text[]) ORDER BY s.source_id FOR UPDATE OF s`,
+        [ids],
+      )
+      for (const r of rows) marks.set(r.source_id, {last: r.last_seq, watermark: r.watermark})
+    }
+    await read(sources)
+    const unknown = sources.filter((s) => !marks.has(s))
+    if (unknown.length) {
+      await tx.query('INSERT INTO jil_sync_sources (source_id, last_seq) SELECT unnest($1::text[]), 0 ON CONFLICT (source_id) DO NOTHING', [unknown])
+      await read(unknown)
+    }
+    return marks
   }
 
-  /** Convergence, then the winning changes into the tables; returns how many reached a table. */
-  private async applyChanges(tx: Queryable, cs: Candidate[]): Promise<number> {
+  /**
+   * The events not applied before, and their plan. By seq first: at or below the source's watermark
+   * an event was applied; above its last seq it never was. Only those in between (a late event, or
+   * one sent again, while a gap is open) are looked up by event_id: rows above the watermark are
+   * never pruned, so an event there was applied exactly when its row is there.
+   */
+  private async dedupe(tx: Queryable, cs: readonly Candidate[], marks: ReadonlyMap<string, SourceMark>): Promise<{fresh: Candidate[]; plan: TablePlan[]}> {
+    const open: Candidate[] = []
+    const between: string[] = []
+    for (const c of cs) {
+      const m = marks.get(c.env.source_id)
+      if (m && c.env.seq <= m.watermark) continue
+      open.push(c)
+      if (m && c.env.seq <= m.last) between.push(c.env.event_id)
+    }
+    if (between.length === 0) return {fresh: open, plan: this.plan(open)}
+    const lookup = tx.query<{event_id: string}>('SELECT event_id FROM jil_sync_applied WHERE event_id = ANY($1::uuid[])', [plainArray(between)])
+    lookup.catch(() => {})
+    // Planning (convergence, the statements' payloads) is the batch's JavaScript work: done while
+    // PostgreSQL looks the ids up, and redone only if some were seen before.
+    const plan = this.plan(open)
+    const {rows} = await lookup
+    if (rows.length === 0) return {fresh: open, plan}
+    const seen = new Set(rows.map((r) => r.event_id))
+    const fresh = open.filter((c) => !seen.has(c.env.event_id))
+    return {fresh, plan: this.plan(fresh)}
+  }
+
+  /**
+   * Records by event_id the fresh events that this batch leaves above their source's watermark (the
+   * others are known by seq from COMMIT on). The watermark after the batch is at least the old one
+   * plus the run of this batch's seqs right above it: every event above that bound is recorded.
+   */
+  private async record(tx: Queryable, fresh: readonly Candidate[], marks: ReadonlyMap<string, SourceMark>): Promise<void> {
+    const seqsOf = new Map<string, number[]>()
+    for (const c of fresh) {
+      let l = seqsOf.get(c.env.source_id)
+      if (!l) seqsOf.set(c.env.source_id, (l = []))
+      l.push(c.env.seq)
+    }
+    const bound = new Map<string, number>()
+    for (const [source, seqs] of seqsOf) {
+      let w = marks.get(source)?.watermark ?? 0
+      for (const seq of seqs.sort((a, b) => a - b)) {
+        if (seq !== w + 1) break
+        w = seq
+      }
+      bound.set(source, w)
+    }
+    const above = fresh.filter((c) => c.env.seq > bound.get(c.env.source_id)!)
+    if (above.length === 0) return
+    await tx.query(
+      `INSERT INTO jil_sync_applied (event_id, source_id, seq) SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[]) ON CONFLICT (event_id) DO NOTHING`,
+      [plainArray(above.map((c) => c.env.event_id)), plainArray(above.map((c) => c.env.source_id)), plainArray(above.map((c) => c.env.seq))],
+    )
+  }
+
+  /** Convergence within the batch (per row, only its greatest change can win) and each table's payloads. */
+  private plan(cs: readonly Candidate[]): TablePlan[] {
     const byTable = new Map<string, Map<string, Candidate>>()
     for (const c of cs) {
       let m = byTable.get(c.change.table)
       if (!m) byTable.set(c.change.table, (m = new Map()))
-      const k = JSON.stringify(c.change.key)
-      const cur = m.get(k)
-      // Within a batch the greatest change per row is the only one that can win.
-      if (!cur || wins(c, cur)) m.set(k, c)
+      const cur = m.get(c.k)
+      if (!cur || wins(c, cur)) m.set(c.k, c)
     }
-    let changed = 0
+    const plans: TablePlan[] = []
     for (const [table, m] of byTable) {
       const t = this.tables.get(table)!
-      const keyCols = (c: Candidate) => Object.fromEntries(t.key.map((k, i) => [k, c.change.key[i]]))
+      const list = [...m.values()].sort((a, b) => (a.k < b.k ? -1 : a.k > b.k ? 1 : 0))
+      const rowJson = list.map((c) => {
+        if (c.change.op === 'delete') return undefined
+        const row = c.change.row!
+        // The change's key and version are authoritative; a row that agrees with them (the usual case) is sent as it came.
+        const agrees = row[t.version] === c.change.version && t.key.every((k, i) => row[k] === c.change.key[i])
+        return JSON.stringify(agrees ? row : {...row, ...Object.fromEntries(t.key.map((k, i) => [k, c.change.key[i]])), [t.version]: c.change.version})
+      })
+      plans.push({t, list, keyArrays: t.key.map((_, i) => list.map((c) => c.change.key[i])), rowJson})
+    }
+    return plans
+  }
+
+  /** The planned changes into the tables; returns how many reached a table. */
+  private async applyPlan(tx: Queryable, plans: readonly TablePlan[]): Promise<number> {
+    let changed = 0
+    for (const {t, list, keyArrays, rowJson} of plans) {
       // Services change a row, then its ownership (jil_emit, in their transaction): take locks in the
       // same order — this batch's existing rows first, in key order, then their ownership rows in
-      // key order — so a service writing one row waits for us or we for it, never both.
-      const list = [...m.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, c]) => c)
-      await tx.query(t.lockSql, [JSON.stringify(list.map(keyCols))])
-      // Returns the positions (in `list`) of the changes that won against what this node had.
-      const won = await tx.query<{i: number}>(
-        `WITH x AS (SELECT x.k::text AS k, x.v, x.t, x.s, x.d, x.i
-                      FROM jsonb_to_recordset($2::jsonb) AS x(k jsonb, v bigint, t timestamptz, s text, d boolean, i int)),
-              won AS (INSERT INTO jil_sync_rows AS m (table_name, key, version, ts, source_id, deleted)
-                      SELECT $1, x.k, x.v, x.t, x.s, x.d FROM x
-                      ON CONFLICT (table_name, key) DO UPDATE
-                        SET version = EXCLUDED.version, ts = EXCLUDED.ts, source_id = EXCLUDED.source_id, deleted = EXCLUDED.deleted
-                        WHERE (EXCLUDED.version, EXCLUDED.ts, EXCLUDED.source_id COLLATE "C") > (m.version, m.ts, m.source_id COLLATE "C")
-                      RETURNING key)
-         SELECT x.i FROM x JOIN won ON won.key = x.k`,
-        [table, JSON.stringify(list.map((c, i) => ({k: c.change.key, v: c.change.version, t: c.env.ts, s: c.env.source_id, d: c.change.op === 'delete', i})))],
-      )
-      const winners = new Set(won.rows.map((r) => Number(r.i)))
-      const upserts: Record<string, unknown>[] = []
-      const deletes: Record<string, unknown>[] = []
+      // key order — so a service writing one row waits for us or we for it, never both. (The two
+      // statements go out together; PostgreSQL runs the second once the first has its locks.)
+      // The changes that win against what this node had take the rows' ownership; the key is stored
+      // as PostgreSQL renders it as jsonb (as jil_emit stores it), and RETURNING gives that rendering
+      // back, which JSON.parse/stringify brings to the form the plan is keyed by.
+      const [locked, won] = await Promise.all([
+        tx.query<{n: number}>(t.lockSql, keyArrays),
+        tx.query<{key: string}>(
+          `INSERT INTO jil_sync_rows AS m (table_name, key, version, ts, source_id, deleted)
+           SELECT $1, x.k::jsonb::text, x.v, x.t, x.s, x.d FROM unnest($2::text[], $3::bigint[], $4::timestamptz[], $5::text[], $6::boolean[]) AS x(k, v, t, s, d)
+           ON CONFLICT (table_name, key) DO UPDATE
+             SET version = EXCLUDED.version, ts = EXCLUDED.ts, source_id = EXCLUDED.source_id, deleted = EXCLUDED.deleted
+             WHERE (EXCLUDED.version, EXCLUDED.ts, EXCLUDED.source_id COLLATE "C") > (m.version, m.ts, m.source_id COLLATE "C")
+           RETURNING key`,
+          [
+            t.name,
+            list.map((c) => c.k),
+            plainArray(list.map((c) => c.change.version)),
+            plainArray(list.map((c) => c.env.ts)),
+            plainArray(list.map((c) => c.env.source_id)),
+            plainArray(list.map((c) => c.change.op === 'delete')),
+          ],
+        ),
+      ])
+      const existing = new Set(locked.rows.map((r) => Number(r.n) - 1))
+      const winners = new Set(won.rows.map((r) => JSON.stringify(JSON.parse(r.key))))
+      const updates: string[] = []
+      const inserts: string[] = []
+      const deleted: number[] = []
       for (const [i, c] of list.entries()) {
-        if (!winners.has(i)) continue
-        const key = keyCols(c)
-        if (c.change.op === 'delete') deletes.push(key)
-        else upserts.push({...c.change.row, ...key, [t.version]: c.change.version})
+        if (!winners.has(c.k)) continue
+        if (c.change.op === 'delete') deleted.push(i)
+        else if (existing.has(i)) updates.push(rowJson[i]!)
+        else inserts.push(rowJson[i]!)
       }
-      if (upserts.length) await tx.query(t.upsertSql, [JSON.stringify(upserts)])
-      if (deletes.length) await tx.query(t.deleteSql, [JSON.stringify(deletes)])
-      changed += upserts.length + deletes.length
+      const writes: Promise<unknown>[] = []
+      if (updates.length && t.updateSql) writes.push(tx.query(t.updateSql, [`[${updates.join(',')}]`]))
+      if (inserts.length) writes.push(tx.query(t.insertSql, [`[${inserts.join(',')}]`]))
+      if (deleted.length) writes.push(tx.query(t.deleteSql, [JSON.stringify(deleted.map((i) => Object.fromEntries(t.key.map((k, j) => [k, keyArrays[j]![i]]))))]))
+      await Promise.all(writes)
+      changed += updates.length + inserts.length + deleted.length
     }
     return changed
   }
 
   /** Each source's last sequence, count of events and gaps: new gaps open, late events close them. */
-  private async trackSources(tx: Queryable, cs: Candidate[]): Promise<void> {
+  private async trackSources(tx: Queryable, cs: readonly Candidate[], marks: ReadonlyMap<string, SourceMark>): Promise<void> {
     if (cs.length === 0) return
-    const bySource = new Map<string, {seqs: number[]; lastTs: string; lastMicros: bigint}>()
+    const bySource = new Map<string, {seqs: number[]; lastTs: string}>()
     for (const c of cs) {
       let s = bySource.get(c.env.source_id)
-      if (!s) bySource.set(c.env.source_id, (s = {seqs: [], lastTs: c.env.ts, lastMicros: c.micros}))
+      if (!s) bySource.set(c.env.source_id, (s = {seqs: [], lastTs: c.env.ts}))
       s.seqs.push(c.env.seq)
-      if (c.micros > s.lastMicros) {
-        s.lastMicros = c.micros
-        s.lastTs = c.env.ts
-      }
+      if (compareTs(c.env.ts, s.lastTs) > 0) s.lastTs = c.env.ts
     }
     const sources = [...bySource.keys()].sort()
-    const known = await tx.query<{source_id: string; last_seq: number}>('SELECT source_id, last_seq FROM jil_sync_sources WHERE source_id = ANY($1::text[]) ORDER BY source_id FOR UPDATE', [sources])
-    const lastOf = new Map(known.rows.map((r) => [r.source_id, r.last_seq]))
     const updates: {s: string; last: number; n: number; ts: string}[] = []
     const opened: {s: string; from: number; to: number}[] = []
     for (const source of sources) {
       const info = bySource.get(source)!
       const seqs = [...info.seqs].sort((a, b) => a - b)
-      let last = lastOf.get(source) ?? 0
+      let last = marks.get(source)?.last ?? 0
       const late: number[] = []
       for (const seq of seqs) {
         if (seq > last + 1) opened.push({s: source, from: last + 1, to: seq - 1})
@@ -321,4 +499,54 @@ export class Applier {
       )
     }
   }
+}
+
+export type PruneResult = {
+  /** event_id rows removed: their events are now recognised by their source's watermark. */
+  pruned: number
+}
+
+/**
+ * Bounds jil_sync_applied: removes the event_id rows at or below their source's watermark that are
+ * older than `retentionMs` (by `now`, the caller's clock). A redelivered event among them is still a
+ * duplicate: its seq is at or below the watermark, which never goes down (gaps only close; new ones
+ * open above last_seq). Works in rounds of `chunk` rows, each in its own short transaction holding
+ * the sources' rows, so batches being applied wait for one round at most and never see a watermark
+ * older than the rows already removed.
+ */
+export async function pruneApplied(db: Db, o: {now: Date; retentionMs: number; chunk?: number}): Promise<PruneResult> {
+  const cutoff = new Date(o.now.getTime() - o.retentionMs)
+  // UUIDv7 ids start with their creation time: rows created after the cutoff are never looked at
+  // (the primary key's range), whatever else the table holds.
+  const idBelow = uuidv7Floor(cutoff.getTime())
+  const chunk = o.chunk ?? 10_000
+  let pruned = 0
+  let after = '00000000-0000-0000-0000-000000000000'
+  for (;;) {
+    const round = await db.transaction(async (tx) => {
+      const {rows} = await tx.query<{source_id: string; watermark: number}>(`SELECT s.source_id, ${WATERMARK_SQL} AS watermark FROM jil_sync_sources s ORDER BY s.source_id FOR UPDATE OF s`)
+      if (rows.length === 0) return {n: 0, last: null}
+      const r = await tx.query<{n: number; last: string | null}>(
+        `WITH gone AS (
+           DELETE FROM jil_sync_applied WHERE event_id IN (
+             SELECT a.event_id FROM jil_sync_applied a JOIN unnest($1::text[], $2::bigint[]) AS w(source_id, watermark) ON w.source_id = a.source_id
+              WHERE a.event_id > $3::uuid AND a.event_id < $4::uuid AND a.seq <= w.watermark AND a.applied_at < $5
+              ORDER BY a.event_id LIMIT $6)
+           RETURNING event_id)
+         SELECT count(*)::int AS n, max(event_id::text) AS last FROM gone`,
+        [rows.map((x) => x.source_id), rows.map((x) => x.watermark), after, idBelow, cutoff, chunk],
+      )
+      return r.rows[0]!
+    })
+    pruned += round.n
+    if (round.n < chunk || !round.last) return {pruned}
+    // Rows kept (above a watermark) are not scanned again: the next round starts past this one.
+    after = round.last
+  }
+}
+
+/** The smallest UUIDv7 of millisecond `ms`: every id made at or after `ms` sorts above it. */
+function uuidv7Floor(ms: number): string {
+  const h = Math.max(0, ms).toString(16).padStart(12, '0').slice(-12)
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-7000-8000-000000000000`
 }

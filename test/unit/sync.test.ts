@@ -3,7 +3,7 @@ import {createRequire} from 'node:module'
 import {describe, expect, it} from 'vitest'
 
 import {encodeEnvelope, parseEnvelope, parseStateChange, settlementTopic, stateSyncTopic, tableOfTopic, TOPICS, uuidv7, type SyncEnvelope} from '../../src/shared/sync-envelope.js'
-import {tsMicros} from '../../src/sync/applier.js'
+import {compareTs} from '../../src/sync/applier.js'
 import {syncSettingsFrom} from '../../src/sync/config.js'
 import {DEFAULT_SYNC_TABLES, parseSyncTables} from '../../src/sync/tables.js'
 import {partitionFor} from '../../src/sync/transport.js'
@@ -67,10 +67,21 @@ describe('sync envelope', () => {
     expect(() => stateSyncTopic('Robert"; DROP TABLE x')).toThrow(expect.objectContaining({code: 'SYNC_TABLE_INVALID'}))
   })
 
-  it('orders timestamps to the microsecond', () => {
-    expect(tsMicros('2026-03-01T12:00:00.000002Z') - tsMicros('2026-03-01T12:00:00.000001Z')).toBe(1n)
-    expect(tsMicros('2026-03-01T12:00:00.5Z')).toBe(tsMicros('2026-03-01T12:00:00.500000Z'))
-    expect(tsMicros('2026-03-01T12:00:01Z') > tsMicros('2026-03-01T12:00:00.999999Z')).toBe(true)
+  it('orders timestamps to the microsecond, as PostgreSQL does once they are stored', () => {
+    expect(compareTs('2026-03-01T12:00:00.000002Z', '2026-03-01T12:00:00.000001Z')).toBeGreaterThan(0)
+    expect(compareTs('2026-03-01T12:00:00.5Z', '2026-03-01T12:00:00.500000Z')).toBe(0)
+    expect(compareTs('2026-03-01T12:00:01Z', '2026-03-01T12:00:00.999999Z')).toBeGreaterThan(0)
+    expect(compareTs('2026-03-01T12:00:00.9Z', '2026-03-01T12:00:01Z')).toBeLessThan(0)
+    // Beyond microseconds PostgreSQL rounds (rint): .0000014 and .0000011 are one microsecond, .0000016 two.
+    expect(compareTs('2026-03-01T12:00:00.0000014Z', '2026-03-01T12:00:00.0000011Z')).toBe(0)
+    expect(compareTs('2026-03-01T12:00:00.0000016Z', '2026-03-01T12:00:00.000001Z')).toBeGreaterThan(0)
+    expect(compareTs('2026-03-01T12:00:00.9999996Z', '2026-03-01T12:00:01Z')).toBe(0)
+    // Half-way goes to the even microsecond.
+    expect(compareTs('2026-03-01T12:00:00.0000025Z', '2026-03-01T12:00:00.000002Z')).toBe(0)
+    expect(compareTs('2026-03-01T12:00:00.0000035Z', '2026-03-01T12:00:00.000004Z')).toBe(0)
+    // Years past 2255 (beyond 2^53 microseconds) still compare exactly.
+    expect(compareTs('9999-12-31T23:59:59.999999Z', '9999-12-31T23:59:59.999998Z')).toBeGreaterThan(0)
+    expect(compareTs('9999-12-31T23:59:59.9999991Z', '9999-12-31T23:59:59.999998Z')).toBeGreaterThan(0)
   })
 })
 

@@ -72,4 +72,6 @@ export const LOCKS = {
   alerts: 0x6a696c00_00000006n,
   /** A node's sync relay (one process publishes the node database's outbox, in order). */
   syncRelay: 0x6a696c00_00000010n,
+  /** The postgres-log transport's schema setup (concurrent first starts would race on CREATE … IF NOT EXISTS). */
+  syncLogSchema: 0x6a696c00_00000011n,
 } as const

@@ -2,6 +2,7 @@ import {createHash, randomUUID} from 'node:crypto'
 
 import type {Client, Pool, PoolClient} from 'pg'
 
+import {LOCKS} from '../../shared/db/types.js'
 import {JilError, messageOf} from '../../shared/errors.js'
 import {partitionFor, type ConsumeOptions, type Consumer, type PartitionOffset, type ProduceRecord, type TopicPartition, type TopicSpec, type Transport} from '../transport.js'
 
@@ -17,7 +18,6 @@ import {partitionFor, type ConsumeOptions, type Consumer, type PartitionOffset, 
  * LISTEN/NOTIFY wakes idle consumers; a poll every second covers a lost notification.
  */
 
-const SCHEMA_LOCK = 0x6a696c00_00000011n
 const CHANNEL = 'jil_log'
 
 const SCHEMA_SQL = `
@@ -120,7 +120,7 @@ class PostgresLog implements Transport {
   async init(): Promise<void> {
     await this.tx(async (c) => {
       // Concurrent first starts would race on CREATE … IF NOT EXISTS: one at a time.
-      await c.query('SELECT pg_advisory_xact_lock($1::bigint)', [SCHEMA_LOCK.toString()])
+      await c.query('SELECT pg_advisory_xact_lock($1::bigint)', [LOCKS.syncLogSchema.toString()])
       await c.query(SCHEMA_SQL)
     })
   }
