@@ -106,6 +106,8 @@ export async function runDaemon(o: DaemonOptions): Promise<RunningDaemon> {
       }
       return w
     },
+    // With a bus, the health run's heartbeat also goes out on jil.fleet.status (best effort).
+    ...(o.settings.sync ? {publishStatus: (hb: unknown) => sync?.publishStatus(hb) ?? Promise.resolve({published: false as const, reason: 'sync is starting'})} : {}),
   }
 
   let stopping = false

@@ -14,7 +14,7 @@ export type DaemonMetrics = {
 }
 
 /** What the metrics read of event sync at scrape time (the sync runner's snapshot). */
-export type SyncMetricsSource = () => {caught_up: boolean; lag_s: number; outbox_backlog: number; gaps: number; counters: {applied: number; duplicates: number; own: number; published: number; restarts: number}} | undefined
+export type SyncMetricsSource = () => {caught_up: boolean; lag_s: number; outbox_backlog: number; gaps: number; counters: {applied: number; duplicates: number; own: number; published: number; restarts: number; pruned: number; status_published: number; status_dropped: number}} | undefined
 
 export async function createDaemonMetrics(o: {probe: () => Promise<NodeHealth>; nodeId: string; agents: readonly AgentName[]; sync?: SyncMetricsSource}): Promise<DaemonMetrics> {
   // prom-client is loaded by the daemon only, never by `jil agent run` or `jil --version`.
@@ -59,7 +59,7 @@ export async function createDaemonMetrics(o: {probe: () => Promise<NodeHealth>; 
         lag: new Gauge({name: 'jil_sync_lag_seconds', help: 'How far the applier is behind (0 when caught up)', registers: [registry]}),
         caughtUp: new Gauge({name: 'jil_sync_caught_up', help: '1 when every synced partition is consumed to its end', registers: [registry]}),
         gaps: new Gauge({name: 'jil_sync_gap_events', help: "Events missing from sources' sequences (open gaps)", registers: [registry]}),
-        events: new Gauge({name: 'jil_sync_events', help: 'Sync events since the daemon started, by outcome (applied, duplicate, own, published) and session restarts', labelNames: ['outcome'] as const, registers: [registry]}),
+        events: new Gauge({name: 'jil_sync_events', help: 'Sync events since the daemon started, by outcome (applied, duplicate, own, published, dedupe_pruned, status_published, status_dropped) and session restarts', labelNames: ['outcome'] as const, registers: [registry]}),
       }
     : undefined
 
@@ -86,7 +86,7 @@ export async function createDaemonMetrics(o: {probe: () => Promise<NodeHealth>; 
         syncGauges.caughtUp.set(sync.caught_up ? 1 : 0)
         syncGauges.gaps.set(sync.gaps)
         const c = sync.counters
-        for (const [outcome, n] of [['applied', c.applied], ['duplicate', c.duplicates], ['own', c.own], ['published', c.published], ['restart', c.restarts]] as const) syncGauges.events.set({outcome}, n)
+        for (const [outcome, n] of [['applied', c.applied], ['duplicate', c.duplicates], ['own', c.own], ['published', c.published], ['restart', c.restarts], ['dedupe_pruned', c.pruned], ['status_published', c.status_published], ['status_dropped', c.status_dropped]] as const) syncGauges.events.set({outcome}, n)
       }
       return {contentType: registry.contentType, body: await registry.metrics()}
     },

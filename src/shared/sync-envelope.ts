@@ -29,7 +29,7 @@ export const SyncEnvelopeSchema = Type.Object(
     topic: Type.String({pattern: TOPIC_PATTERN, maxLength: 200}),
     /** Wall-clock time of the change at its source (RFC 3339, UTC). */
     ts: Type.String({pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d{1,9})?Z$'}),
-    /** Per source, 1, 2, 3, … in the order the source published. */
+    /** Per source, 1, 2, 3, … in the order the source published: one sequence across the state topics, its own on jil.fleet.status. */
     seq: Type.Integer({minimum: 1}),
     schema: Type.Literal(SYNC_SCHEMA_VERSION),
     /** The partition key: events with one key stay in order. */

@@ -2,6 +2,7 @@ import {migrate, type Migration, type MigrateResult} from '../shared/db/migrate.
 import type {Db} from '../shared/db/types.js'
 import m001 from './sql/001_outbox.sql'
 import m002 from './sql/002_apply.sql'
+import m003 from './sql/003_status.sql'
 
 /**
  * jil's schema in the NODE's database (JIL_NODE_DATABASE_URL), separate from HQ's migrations: the
@@ -10,6 +11,7 @@ import m002 from './sql/002_apply.sql'
 export const NODE_SYNC_MIGRATIONS: readonly Migration[] = [
   {version: 1, name: 'outbox', sql: m001},
   {version: 2, name: 'apply', sql: m002},
+  {version: 3, name: 'status', sql: m003},
 ]
 
 /** The node database is shared with the services' own migrations: ours are recorded apart. */

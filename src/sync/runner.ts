@@ -8,12 +8,13 @@ import {JilError, messageOf} from '../shared/errors.js'
 import {writeFileAtomic} from '../shared/files.js'
 import {openPg} from '../shared/db/pg.js'
 import type {Db} from '../shared/db/types.js'
-import {Applier, type ApplyResult} from './applier.js'
+import {Applier, pruneApplied, type ApplyResult} from './applier.js'
 import type {SyncSettings} from './config.js'
 import {STATE_FILES} from '../node/state.js'
 import {migrateNodeDb} from './migrations.js'
 import {Relay} from './relay.js'
 import {readSyncStatus, type SyncStatus} from './status.js'
+import {encodeEnvelope, SYNC_SCHEMA_VERSION, TOPICS, uuidv7, type SyncEnvelope} from '../shared/sync-envelope.js'
 import type {Consumer, Transport} from './transport.js'
 import {openTransport, type KafkaIdentity} from './transports/index.js'
 
@@ -43,9 +44,32 @@ export type SyncRunnerOptions = {
   beforeCommit?: () => void | Promise<void>
   statusEveryMs?: number
   relayPollMs?: number
+  /** How often de-duplication rows below the sources' watermarks are pruned (default 5 min). */
+  pruneEveryMs?: number
+  /** How long such rows are kept first (default 1 h). */
+  dedupeRetentionMs?: number
+  /** How long a status publish may take before it counts as failed (default 5 s). */
+  statusPublishTimeoutMs?: number
 }
 
-export type SyncCounters = {batches: number; applied: number; duplicates: number; own: number; ignored: number; changed: number; published: number; restarts: number}
+export type SyncCounters = {
+  batches: number
+  applied: number
+  duplicates: number
+  own: number
+  ignored: number
+  changed: number
+  published: number
+  restarts: number
+  /** De-duplication rows removed (their events are known by their source's watermark). */
+  pruned: number
+  /** Heartbeats published on jil.fleet.status, and those that were not (no bus, or it failed). */
+  status_published: number
+  status_dropped: number
+}
+
+/** What became of one heartbeat offered to the bus. */
+export type StatusPublish = {published: true} | {published: false; reason: string}
 
 export type SyncSnapshot = {
   caught_up: boolean
@@ -64,6 +88,12 @@ export type SyncRunner = {
   snapshot(): SyncSnapshot
   /** Recomputes the status now. */
   refresh(): Promise<SyncSnapshot>
+  /**
+   * Publishes the node's heartbeat on jil.fleet.status, best effort: while the bus session is down,
+   * or when the bus does not take it in time, it is dropped (a heartbeat is news, not state; the next
+   * one supersedes it) and counted.
+   */
+  publishStatus(heartbeat: unknown): Promise<StatusPublish>
   stop(): Promise<void>
 }
 
@@ -98,7 +128,7 @@ export async function startSync(o: SyncRunnerOptions): Promise<SyncRunner> {
   const since = o.clock.now()
   // Opened (and migrated) by the supervisor, so a database that is down at start is retried like any outage.
   let db: Db | undefined
-  const counters: SyncCounters = {batches: 0, applied: 0, duplicates: 0, own: 0, ignored: 0, changed: 0, published: 0, restarts: 0}
+  const counters: SyncCounters = {batches: 0, applied: 0, duplicates: 0, own: 0, ignored: 0, changed: 0, published: 0, restarts: 0, pruned: 0, status_published: 0, status_dropped: 0}
   let snap: SyncSnapshot = {caught_up: false, lag_s: 0, outbox_backlog: 0, gaps: 0, counters}
   let stopped = false
   let transport: Transport | undefined
@@ -107,6 +137,9 @@ export async function startSync(o: SyncRunnerOptions): Promise<SyncRunner> {
   const relayPause = new Pause()
   const statusPause = new Pause()
   const sessionPause = new Pause()
+  const prunePause = new Pause()
+  // The status topic is created once per bus session (a new session may be a new bus).
+  let statusTopicReady: Promise<void> | undefined
 
   const refresh = async (): Promise<SyncSnapshot> => {
     try {
@@ -134,6 +167,69 @@ export async function startSync(o: SyncRunnerOptions): Promise<SyncRunner> {
       await statusPause.sleep(o.statusEveryMs ?? 2000)
     }
   })()
+
+  // Bounds the de-duplication table: rows below every source's watermark are redundant. A failure
+  // (the database away) only waits for the next round.
+  const pruneLoop = (async () => {
+    while (!stopped) {
+      await prunePause.sleep(o.pruneEveryMs ?? 300_000)
+      if (stopped || !db) continue
+      try {
+        const r = await pruneApplied(db, {now: o.clock.now(), retentionMs: o.dedupeRetentionMs ?? 3_600_000})
+        counters.pruned += r.pruned
+        if (r.pruned) log.debug({pruned: r.pruned}, 'de-duplication rows pruned')
+      } catch (err) {
+        log.warn({err: messageOf(err)}, 'pruning de-duplication rows failed; next round will retry')
+      }
+    }
+  })()
+
+  const publishStatus = async (heartbeat: unknown): Promise<StatusPublish> => {
+    const t = transport
+    const d = db
+    if (!t || !d || error) {
+      counters.status_dropped++
+      return {published: false, reason: error ? `the bus is unreachable (${error})` : 'the bus session is not up yet'}
+    }
+    let timer: NodeJS.Timeout | undefined
+    const timeoutMs = o.statusPublishTimeoutMs ?? 5000
+    const send = (async () => {
+      const ready = (statusTopicReady ??= t.ensureTopics([{name: TOPICS.fleetStatus, partitions: o.settings.partitions}]))
+      await ready.catch((err: unknown) => {
+        statusTopicReady = undefined
+        throw err
+      })
+      const {rows} = await d.query<{source_id: string; status_seq: number}>('UPDATE jil_sync_node SET status_seq = status_seq + 1 RETURNING source_id, status_seq')
+      const now = o.clock.now()
+      const env: SyncEnvelope = {
+        event_id: uuidv7(now.getTime()),
+        source_id: rows[0]!.source_id,
+        topic: TOPICS.fleetStatus,
+        ts: now.toISOString(),
+        seq: rows[0]!.status_seq,
+        schema: SYNC_SCHEMA_VERSION,
+        key: o.nodeId,
+        payload: heartbeat,
+      }
+      await t.produce([{topic: TOPICS.fleetStatus, key: o.nodeId, value: encodeEnvelope(env), id: env.event_id}])
+    })()
+    try {
+      await Promise.race([
+        send,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`the bus did not take it within ${timeoutMs} ms`)), timeoutMs)
+        }),
+      ])
+      counters.status_published++
+      return {published: true}
+    } catch (err) {
+      send.catch(() => {})
+      counters.status_dropped++
+      return {published: false, reason: messageOf(err)}
+    } finally {
+      clearTimeout(timer)
+    }
+  }
 
   /** One bus session: runs until stop (resolves) or a failure (rejects). */
   const session = async (db: Db): Promise<void> => {
@@ -177,6 +273,7 @@ export async function startSync(o: SyncRunnerOptions): Promise<SyncRunner> {
       await Promise.race([relayLoop, consumer.done])
     } finally {
       transport = undefined
+      statusTopicReady = undefined
       await consumer?.stop().catch(() => {})
       await listener?.end().catch(() => {})
       if (own) await t.close().catch(() => {})
@@ -216,14 +313,17 @@ export async function startSync(o: SyncRunnerOptions): Promise<SyncRunner> {
   return {
     snapshot: () => snap,
     refresh,
+    publishStatus,
     stop: () =>
       (stopping ??= (async () => {
         stopped = true
         relayPause.wake()
         statusPause.wake()
         sessionPause.wake()
+        prunePause.wake()
         await supervisor
         await statusLoop
+        await pruneLoop
         await db?.close()
         log.info('sync stopped')
       })()),

@@ -7,11 +7,12 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {runDaemon, type RunningDaemon} from '../../src/daemon/daemon.js'
 import type {NodeHealth} from '../../src/daemon/healthz.js'
 import {runAgent} from '../../src/node/agents/run.js'
+import {loadNodeIdentity} from '../../src/node/identity.js'
 import {readSyncHeartbeat} from '../../src/node/state.js'
 import {systemClock} from '../../src/shared/clock.js'
 import {openPg} from '../../src/shared/db/pg.js'
 import type {Db} from '../../src/shared/db/types.js'
-import {encodeEnvelope, rowKey, stateSyncTopic, uuidv7} from '../../src/shared/sync-envelope.js'
+import {encodeEnvelope, parseEnvelope, rowKey, stateSyncTopic, TOPICS, uuidv7, type SyncEnvelope} from '../../src/shared/sync-envelope.js'
 import type {Transport} from '../../src/sync/transport.js'
 import {openPostgresLog} from '../../src/sync/transports/postgres-log.js'
 import {startTestHq} from '../helpers/hq.js'
@@ -104,5 +105,38 @@ describe.runIf(hasPg)('the daemon runs event sync: /healthz waits for catch-up',
     } finally {
       await ctx.close()
     }
+  })
+
+  it("publishes the daemon's heartbeats on jil.fleet.status, numbered apart from state events", async () => {
+    expect(daemon, 'the first test starts the daemon').toBeDefined()
+    // A heartbeat is never applied as state: the applier's own topics stay as they were.
+    const before = await db.query<{n: number}>('SELECT count(*)::int AS n FROM jil_sync_applied')
+    for (let i = 0; i < 2; i++) expect(await daemon!.runNow('health')).toEqual({ran: true})
+    const seen: SyncEnvelope[] = []
+    const probe = await bus.consume({
+      group: 'status-probe',
+      topics: [TOPICS.fleetStatus],
+      position: async (tps) => tps.map((tp) => ({...tp, offset: 0})),
+      onBatch: async (b) => void seen.push(...b.records.map((r) => parseEnvelope(r.value))),
+    })
+    try {
+      await until('two heartbeats on the bus', async () => (seen.length >= 2 ? true : undefined), 20_000)
+    } finally {
+      await probe.stop()
+    }
+    expect(seen.map((e) => [e.source_id, e.topic, e.key, e.seq])).toEqual([
+      [NODE, 'jil.fleet.status', NODE, 1],
+      [NODE, 'jil.fleet.status', NODE, 2],
+    ])
+    const hb = seen[1]!.payload as {node_id: string; sync?: {caught_up: boolean}; cert: {serial: string}}
+    expect(hb.node_id).toBe(NODE)
+    expect(hb.sync?.caught_up).toBe(true)
+    expect(hb.cert.serial).toBe((await loadNodeIdentity(node.stateDir)).cert.serial)
+    // The node's state sequence did not move (no outbox rows were written for the heartbeats).
+    const {rows} = await db.query<{last_seq: number; status_seq: number}>('SELECT last_seq, status_seq FROM jil_sync_node')
+    expect(rows[0]).toEqual({last_seq: 0, status_seq: 2})
+    expect((await db.query<{n: number}>('SELECT count(*)::int AS n FROM jil_sync_applied')).rows[0]).toEqual(before.rows[0])
+    const text = await (await fetch(`${daemon!.ready.healthz}/metrics`)).text()
+    expect(text).toMatch(/^jil_sync_events\{outcome="status_published",node="CH-SYNC-01"\} 2$/m)
   })
 })

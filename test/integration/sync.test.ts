@@ -4,7 +4,7 @@ import {systemClock} from '../../src/shared/clock.js'
 import {openPg} from '../../src/shared/db/pg.js'
 import type {Db} from '../../src/shared/db/types.js'
 import {encodeEnvelope, parseEnvelope, rowKey, stateSyncTopic, uuidv7, type SyncEnvelope} from '../../src/shared/sync-envelope.js'
-import {Applier} from '../../src/sync/applier.js'
+import {Applier, pruneApplied} from '../../src/sync/applier.js'
 import {migrateNodeDb} from '../../src/sync/migrations.js'
 import {emit} from '../../src/sync/outbox.js'
 import {Relay} from '../../src/sync/relay.js'
@@ -83,7 +83,7 @@ describe.runIf(hasPg)('event sync: outbox, relay, applier', () => {
   it('migrates the node database idempotently, with its own migrations table', async () => {
     await migrateNodeDb(a.db, 'CH-ZUG-01')
     const {rows: m} = await a.db.query<{version: number}>('SELECT version FROM jil_sync_migrations ORDER BY version')
-    expect(m.map((r) => r.version)).toEqual([1, 2])
+    expect(m.map((r) => r.version)).toEqual([1, 2, 3])
     expect((await a.db.query("SELECT 1 FROM information_schema.tables WHERE table_name = 'schema_migrations'")).rowCount).toBe(0)
   })
 
@@ -206,6 +206,51 @@ describe.runIf(hasPg)('event sync: outbox, relay, applier', () => {
       expect(await gaps()).toEqual([])
       const {rows: s} = await n.db.query<{last_seq: number; events: number}>("SELECT last_seq, events FROM jil_sync_sources WHERE source_id = 'BR-SAO-01'")
       expect(s).toEqual([{last_seq: 9, events: 9}])
+    } finally {
+      await n.drop()
+    }
+  })
+
+  it('keeps its de-duplication table bounded: ids only above a source watermark, pruned below it, duplicates still refused', async () => {
+    const n = await node('IN-MUM-01')
+    try {
+      const ap = new Applier({db: n.db, sourceId: 'IN-MUM-01', tables: TABLES})
+      await ap.init()
+      const src = 'DE-FRA-01'
+      const e = Object.fromEntries([1, 2, 3, 4, 5, 6, 7].map((seq) => [seq, event(src, {key: `w${seq}`, version: 1, seq})])) as Record<number, SyncEnvelope>
+      const recorded = async () => (await n.db.query<{seq: number}>('SELECT seq FROM jil_sync_applied WHERE source_id = $1 ORDER BY seq', [src])).rows.map((r) => Number(r.seq))
+      const table = async () => (await rows(n.db)).filter((r) => r.id.startsWith('w'))
+
+      // 1, 2, 3 are below the watermark at once (contiguous from the start): only 5, past the gap at 4, is kept by id.
+      expect(await ap.apply(batch(e[1]!, e[2]!, e[3]!, e[5]!))).toMatchObject({applied: 4, changed: 4})
+      expect(await recorded()).toEqual([5])
+      // Sent again, each is a duplicate: 2 by its seq, 5 by its id.
+      expect(await ap.apply(batch(e[2]!, e[5]!))).toMatchObject({applied: 0, duplicates: 2, changed: 0})
+      // 5 sits above the watermark (3): pruning never removes it, however old.
+      expect(await pruneApplied(n.db, {now: new Date(Date.now() + 86_400_000), retentionMs: 0})).toEqual({pruned: 0})
+      expect(await recorded()).toEqual([5])
+
+      // 4 closes the gap: the watermark is now 5, and 5's row is redundant.
+      expect(await ap.apply(batch(e[4]!))).toMatchObject({applied: 1})
+      // Too young for the retention: kept.
+      expect(await pruneApplied(n.db, {now: new Date(), retentionMs: 3_600_000})).toEqual({pruned: 0})
+      expect(await pruneApplied(n.db, {now: new Date(Date.now() + 7_200_000), retentionMs: 3_600_000})).toEqual({pruned: 1})
+      expect(await recorded()).toEqual([])
+      // Pruned, yet still a duplicate: known by the watermark.
+      const before = await table()
+      expect(await ap.apply(batch(e[5]!, e[4]!, e[1]!))).toMatchObject({applied: 0, duplicates: 3, changed: 0})
+      expect(await table()).toEqual(before)
+
+      // Several rounds: 7 and 6 arrive out of order (7 is kept by id), then the chunked prune takes each in turn.
+      await ap.apply(batch(e[7]!))
+      await ap.apply(batch(e[6]!))
+      expect(await recorded()).toEqual([7])
+      await ap.apply(batch(event(src, {key: 'w9', version: 1, seq: 9})))
+      expect(await recorded()).toEqual([7, 9])
+      // 9 is above the watermark (7; 8 is missing): only 7 goes, in rounds of one row.
+      expect(await pruneApplied(n.db, {now: new Date(Date.now() + 7_200_000), retentionMs: 3_600_000, chunk: 1})).toEqual({pruned: 1})
+      expect(await recorded()).toEqual([9])
+      expect(await ap.apply(batch(e[7]!, e[6]!))).toMatchObject({applied: 0, duplicates: 2})
     } finally {
       await n.drop()
     }

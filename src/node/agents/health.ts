@@ -252,6 +252,9 @@ export const healthAgent: Agent = async (ctx) => {
   // Event sync runs in the daemon (or `jil node sync run`); its last status file feeds the heartbeat.
   const sync = ctx.settings.sync ? await readSyncHeartbeat(ctx.stateDir, ctx.clock.now()).catch(() => undefined) : undefined
   if (sync) hb.sync = sync
+  // Before HQ: a node that cannot reach HQ still tells the bus it is alive. Never fails the run.
+  const bus = ctx.publishStatus ? await ctx.publishStatus(hb).catch((err: unknown) => ({published: false as const, reason: messageOf(err)})) : undefined
+  if (bus && !bus.published) ctx.log.debug({reason: bus.reason}, 'heartbeat not published on the bus')
 
   const did = r.skipped ? 'restarts skipped (an update is changing the containers)' : r.restarted.length ? `restarted ${r.restarted.join(', ')}` : 'nothing restarted'
   try {
@@ -279,6 +282,7 @@ export const healthAgent: Agent = async (ctx) => {
       cert: {serial: id.cert.serial, not_after: id.cert.notAfter.toISOString(), renewed: renewal.renewed},
       ...(hb.consensus ? {consensus: hb.consensus} : {}),
       heartbeat: 'sent',
+      ...(bus ? {bus: bus.published ? 'published' : `not published: ${bus.reason}`.slice(0, 300)} : {}),
       ...(commands ? {commands: commands.ran} : {}),
     },
   }

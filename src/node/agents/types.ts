@@ -29,6 +29,11 @@ export type AgentContext = {
   runtime(): Promise<Runtime>
   /** Aborted when the daemon is stopping: long waits (an update's health wait) give up and restore. */
   signal: AbortSignal
+  /**
+   * The daemon with event sync: offers the heartbeat to the bus (jil.fleet.status), best effort,
+   * bounded in time. Absent under cron (no bus session in a one-shot run).
+   */
+  publishStatus?: (heartbeat: unknown) => Promise<{published: true} | {published: false; reason: string}>
 }
 
 /** What an agent's run returns; the wrapper adds agent, node, times and ok. */
