@@ -5,6 +5,7 @@ import type {Logger} from 'pino'
 
 import type {Clock} from '../shared/clock.js'
 import {JilError, messageOf} from '../shared/errors.js'
+import {Pause} from '../shared/loop.js'
 import {writeFileAtomic} from '../shared/files.js'
 import {openPg} from '../shared/db/pg.js'
 import type {Db} from '../shared/db/types.js'
@@ -95,32 +96,6 @@ export type SyncRunner = {
    */
   publishStatus(heartbeat: unknown): Promise<StatusPublish>
   stop(): Promise<void>
-}
-
-/** An abortable pause: resolves after ms, or at once on wake(). */
-class Pause {
-  private wakeFn: (() => void) | undefined
-  private pending = false
-  sleep(ms: number): Promise<void> {
-    if (this.pending) {
-      this.pending = false
-      return Promise.resolve()
-    }
-    return new Promise((resolve) => {
-      const t = setTimeout(done, ms)
-      const self = this
-      function done() {
-        clearTimeout(t)
-        self.wakeFn = undefined
-        resolve()
-      }
-      this.wakeFn = done
-    })
-  }
-  wake(): void {
-    if (this.wakeFn) this.wakeFn()
-    else this.pending = true
-  }
 }
 
 export async function startSync(o: SyncRunnerOptions): Promise<SyncRunner> {

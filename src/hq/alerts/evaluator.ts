@@ -2,8 +2,10 @@ import {createHash} from 'node:crypto'
 
 import type {AlertRule, AlertSeverity, AlertState, AlertView} from '../../shared/alerts.js'
 import type {Clock} from '../../shared/clock.js'
-import {LOCKS, type AdvisoryLock, type Db, type Queryable} from '../../shared/db/types.js'
+import {Leadership} from '../../shared/db/leadership.js'
+import {LOCKS, type Db, type Queryable} from '../../shared/db/types.js'
 import {newId} from '../../shared/ids.js'
+import {PassLoop} from '../../shared/loop.js'
 import type {AuditLedger} from '../audit/ledger.js'
 import {notifyChanged} from '../events/hub.js'
 import type {AlertMetrics} from './metrics.js'
@@ -101,10 +103,8 @@ type ResolvedRow = Omit<OpenRow, 'state' | 'content_hash'> & {summary: string; d
  */
 export class AlertEvaluator {
   readonly config: AlertConfig
-  private timer: NodeJS.Timeout | undefined
-  private running: Promise<EvaluationResult> | undefined
-  private lock: AdvisoryLock | null = null
-  private stopped = false
+  private readonly loop: PassLoop<EvaluationResult>
+  private readonly leadership: Leadership
   private readonly sink: AlertSink
 
   constructor(
@@ -115,46 +115,39 @@ export class AlertEvaluator {
   ) {
     this.config = {...DEFAULT_ALERT_CONFIG, ...o.config}
     this.sink = o.sink ?? NO_ALERT_SINK
+    this.leadership = new Leadership(db, LOCKS.alerts)
+    this.loop = new PassLoop(() => this.run(), {
+      everyMs: o.everyMs ?? 60_000,
+      overlap: 'join',
+      ...(o.onError ? {onError: o.onError} : {}),
+      ...(o.onSkip ? {onOverlap: o.onSkip} : {}),
+    })
   }
 
   start(): void {
-    this.stopped = false
-    clearInterval(this.timer)
-    this.timer = setInterval(() => {
-      if (this.running) {
-        this.o.onSkip?.()
-        return
-      }
-      void this.tick().catch((err: unknown) => this.o.onError?.(err))
-    }, this.o.everyMs ?? 60_000)
-    this.timer.unref()
+    this.loop.start()
   }
 
   /** One evaluation now (tests move the clock, then tick); joins the one in flight if there is one. */
   tick(): Promise<EvaluationResult> {
-    this.running ??= this.run().finally(() => (this.running = undefined))
-    return this.running
+    return this.loop.tick()
   }
 
   /** Stops the timer, waits for the evaluation in flight, and hands the lock to another replica. */
   async stop(): Promise<void> {
-    this.stopped = true
-    clearInterval(this.timer)
-    this.timer = undefined
-    await this.running?.catch(() => IDLE)
-    await this.lock?.release().catch(() => {})
-    this.lock = null
+    await this.loop.stop()
+    await this.leadership.release()
   }
 
   /** Whether this evaluator holds the lock (is the replica that evaluates). */
   get leading(): boolean {
-    return this.lock !== null
+    return this.leadership.held
   }
 
   private async run(): Promise<EvaluationResult> {
-    if (this.stopped) return IDLE
-    this.lock ??= await this.db.tryAdvisoryLock(LOCKS.alerts)
-    if (!this.lock) {
+    if (this.loop.stopped) return IDLE
+    const lock = await this.leadership.acquire()
+    if (!lock) {
       this.o.metrics?.evaluations.inc({outcome: 'standby'})
       return IDLE
     }
@@ -165,7 +158,7 @@ export class AlertEvaluator {
       const snapshot = await loadSnapshot(this.db, this.stacks, now, this.config, this.o.registryScan?.current()?.digests)
       const findings = evaluate(snapshot, this.config, now)
       // On the lock's own session: if it (and so the lock) is lost, this work is lost with it.
-      const r = await this.lock.transaction((tx) => this.store(tx, findings, now))
+      const r = await lock.transaction((tx) => this.store(tx, findings, now))
       const ms = performance.now() - started
       this.o.metrics?.evaluationSeconds.observe(ms / 1000)
       this.o.metrics?.evaluations.inc({outcome: 'ok'})
@@ -173,8 +166,7 @@ export class AlertEvaluator {
     } catch (err) {
       this.o.metrics?.evaluations.inc({outcome: 'failed'})
       // The lock's session may be what failed: let go, so this or another replica takes over afresh.
-      await this.lock?.release().catch(() => {})
-      this.lock = null
+      await this.leadership.release()
       throw err
     }
   }

@@ -6,6 +6,7 @@ import type {Clock} from '../../shared/clock.js'
 import type {Db, Queryable} from '../../shared/db/types.js'
 import {JilError, messageOf, systemCode} from '../../shared/errors.js'
 import {newId} from '../../shared/ids.js'
+import {PassLoop} from '../../shared/loop.js'
 import {
   WEBHOOK_FORMATS,
   WEBHOOK_SECRET_MIN,
@@ -259,11 +260,8 @@ export type DeliveryPass = {claimed: number; delivered: number; retried: number;
  * pass runs one more pass after it), stop() waits for the pass in flight.
  */
 export class WebhookDispatcher {
-  private timer: NodeJS.Timeout | undefined
+  private readonly loop: PassLoop<DeliveryPass>
   private wakeTimer: NodeJS.Timeout | undefined
-  private running: Promise<DeliveryPass> | undefined
-  private again = false
-  private stopped = false
   private readonly backoff: Backoff
   private readonly timeoutMs: number
   private readonly post: Poster
@@ -278,13 +276,17 @@ export class WebhookDispatcher {
     this.timeoutMs = o.timeoutMs ?? 10_000
     this.post = o.post ?? undiciPoster
     this.random = o.random ?? Math.random
+    this.loop = new PassLoop(() => this.pass(), {
+      everyMs: o.pollMs ?? 5_000,
+      overlap: 'again',
+      combine: (a, b) => ({claimed: a.claimed + b.claimed, delivered: a.delivered + b.delivered, retried: a.retried + b.retried, failed: a.failed + b.failed}),
+      ...(o.onError ? {onError: o.onError} : {}),
+    })
   }
 
   start(): void {
-    this.stopped = false
-    clearInterval(this.timer)
-    this.timer = setInterval(() => this.kick(), this.o.pollMs ?? 5_000)
-    this.timer.unref()    // What a previous run left due goes out now.
+    this.loop.start()
+    // What a previous run left due goes out now.
     this.wake()
   }
 
@@ -293,50 +295,29 @@ export class WebhookDispatcher {
    * the pass starts a moment later (and the poll catches anything a pass still missed).
    */
   wake(): void {
-    if (this.o.wake === false || this.stopped || this.wakeTimer) return
+    if (this.o.wake === false || this.loop.stopped || this.wakeTimer) return
     this.wakeTimer = setTimeout(() => {
       this.wakeTimer = undefined
-      this.kick()
+      this.loop.kick()
     }, 50)
-  }
-
-  private kick(): void {
-    void this.tick().catch((err: unknown) => this.o.onError?.(err))
   }
 
   /** One pass now (tests move the clock, then tick); a tick during a pass runs one more pass after it. */
   tick(): Promise<DeliveryPass> {
-    if (this.running) {
-      this.again = true
-      return this.running
-    }
-    this.running = (async () => {
-      const total: DeliveryPass = {claimed: 0, delivered: 0, retried: 0, failed: 0}
-      try {
-        do {
-          this.again = false
-          const p = await this.pass()
-          for (const k of Object.keys(total) as (keyof DeliveryPass)[]) total[k] += p[k]
-        } while (this.again && !this.stopped)
-      } finally {
-        this.running = undefined
-      }
-      return total
-    })()
-    return this.running
+    return this.loop.tick()
   }
 
   async stop(): Promise<void> {
-    this.stopped = true
-    clearInterval(this.timer)
+    // The loop counts as stopped at once, so no wake() arms its timer again after this clear.
+    const stopping = this.loop.stop()
     clearTimeout(this.wakeTimer)
-    this.timer = this.wakeTimer = undefined
-    await this.running?.catch(() => {})
+    this.wakeTimer = undefined
+    await stopping
   }
 
   private async pass(): Promise<DeliveryPass> {
     const r: DeliveryPass = {claimed: 0, delivered: 0, retried: 0, failed: 0}
-    if (this.stopped) return r
+    if (this.loop.stopped) return r
     const now = this.clock.now()
     // The claim lasts past the attempt's time limit: a replica that dies mid-attempt leaves the row due again then.
     const claimUntil = new Date(now.getTime() + this.timeoutMs * 3 + 5_000)

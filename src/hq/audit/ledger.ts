@@ -12,8 +12,10 @@ import {
   type Checkpoint,
 } from '../../shared/audit.js'
 import type {Clock} from '../../shared/clock.js'
+import {Leadership} from '../../shared/db/leadership.js'
 import {LOCKS, type AdvisoryLock, type Db, type Queryable} from '../../shared/db/types.js'
 import {JilError} from '../../shared/errors.js'
+import {Pause} from '../../shared/loop.js'
 import {leafHash, MerkleTree} from '../../shared/merkle.js'
 import type {Signer} from '../../shared/signing.js'
 
@@ -295,36 +297,38 @@ export class AuditLedger {
 export class AuditLoops {
   private stopped = false
   private loop: Promise<void> | undefined
-  private wake: (() => void) | undefined
-  private lock: AdvisoryLock | null = null
+  private readonly pause = new Pause()
+  private readonly leadership: Leadership
   private lastCheckpointAt = 0
 
   constructor(
-    private readonly db: Db,
+    db: Db,
     private readonly ledger: AuditLedger,
     private readonly clock: Clock,
     private readonly opts: {idleMs?: number; lockRetryMs?: number; checkpointEveryMs?: number; onError?: (err: unknown) => void} = {},
-  ) {}
+  ) {
+    this.leadership = new Leadership(db, LOCKS.auditSequencer)
+  }
 
   start(): void {
-    const off = this.ledger.onKick(() => this.wake?.())
+    const off = this.ledger.onKick(() => this.pause.wake())
     this.loop = this.run().finally(off)
   }
 
   /** Whether this replica currently runs the sequencer. */
   get isSequencer(): boolean {
-    return this.lock !== null
+    return this.leadership.held
   }
 
   private async run(): Promise<void> {
     while (!this.stopped) {
       let waitMs = this.opts.idleMs ?? 250
       try {
-        this.lock ??= await this.db.tryAdvisoryLock(LOCKS.auditSequencer)
-        if (!this.lock) {
+        const lock = await this.leadership.acquire()
+        if (!lock) {
           waitMs = this.opts.lockRetryMs ?? 1000
         } else {
-          await this.ledger.sequence(this.lock)
+          await this.ledger.sequence(lock)
           const every = this.opts.checkpointEveryMs ?? 60_000
           const now = this.clock.now().getTime()
           if (now - this.lastCheckpointAt >= every) {
@@ -335,29 +339,18 @@ export class AuditLoops {
       } catch (err) {
         this.opts.onError?.(err)
         // The lock's session may be gone: let it go and try to take it again.
-        await this.lock?.release().catch(() => {})
-        this.lock = null
+        await this.leadership.release()
         waitMs = this.opts.lockRetryMs ?? 1000
       }
       if (this.stopped) break
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(done, waitMs)
-        const self = this
-        function done() {
-          clearTimeout(t)
-          self.wake = undefined
-          resolve()
-        }
-        this.wake = done
-      })
+      await this.pause.sleep(waitMs)
     }
   }
 
   async stop(): Promise<void> {
     this.stopped = true
-    this.wake?.()
+    this.pause.wake()
     await this.loop
-    await this.lock?.release()
-    this.lock = null
+    await this.leadership.release()
   }
 }

@@ -2,9 +2,11 @@
 import type {RollbackPlan, RollbackRequest, RolloutAction, RolloutPlan, RolloutView, UpgradeRequest, VersionRef} from '../../shared/api.js'
 import {canonicalJson} from '../../shared/canonical.js'
 import type {Clock} from '../../shared/clock.js'
-import {LOCKS, type AdvisoryLock, type Db, type Queryable} from '../../shared/db/types.js'
+import {Leadership} from '../../shared/db/leadership.js'
+import {LOCKS, type Db, type Queryable} from '../../shared/db/types.js'
 import {JilError} from '../../shared/errors.js'
 import {newId} from '../../shared/ids.js'
+import {PassLoop} from '../../shared/loop.js'
 import {compareVersions, type Track} from '../../shared/manifest.js'
 import {rollbackPayload, type DesiredService, type RollbackPayload} from '../../shared/stack.js'
 import type {UserSignature} from '../../shared/user-signature.js'
@@ -523,66 +525,45 @@ export type RolloutDriverOptions = {everyMs?: number; onError?: (err: unknown) =
  * an overlapping tick joins the run in flight; kick() runs it now; stop() waits for the run in flight.
  */
 export class RolloutDriver {
-  private timer: NodeJS.Timeout | undefined
-  private running: Promise<void> | undefined
-  private again = false
-  private lock: AdvisoryLock | null = null
-  private stopped = false
+  private readonly loop: PassLoop<void>
+  private readonly leadership: Leadership
 
   constructor(
-    private readonly db: Db,
+    db: Db,
     private readonly rollouts: () => RolloutService,
     private readonly commands: CommandService,
-    private readonly o: RolloutDriverOptions = {},
-  ) {}
+    o: RolloutDriverOptions = {},
+  ) {
+    this.leadership = new Leadership(db, LOCKS.rollouts)
+    this.loop = new PassLoop(() => this.pass(), {everyMs: o.everyMs ?? 2_000, overlap: 'again', ...(o.onError ? {onError: o.onError} : {})})
+  }
 
   start(): void {
-    this.stopped = false
-    this.timer = setInterval(() => this.kick(), this.o.everyMs ?? 2_000)
-    this.timer.unref()
+    this.loop.start()
   }
 
   kick(): void {
-    void this.tick().catch((err: unknown) => this.o.onError?.(err))
+    this.loop.kick()
   }
 
   /** One pass over the open rollouts (a kick during a pass runs one more pass after it). */
   tick(): Promise<void> {
-    if (this.running) {
-      this.again = true
-      return this.running
-    }
-    this.running = (async () => {
-      try {
-        do {
-          this.again = false
-          await this.pass()
-        } while (this.again && !this.stopped)
-      } finally {
-        this.running = undefined
-      }
-    })()
-    return this.running
+    return this.loop.tick()
   }
 
   async stop(): Promise<void> {
-    this.stopped = true
-    clearInterval(this.timer)
-    this.timer = undefined
-    await this.running?.catch(() => {})
-    await this.lock?.release().catch(() => {})
-    this.lock = null
+    await this.loop.stop()
+    await this.leadership.release()
   }
 
   private async pass(): Promise<void> {
-    if (this.stopped) return
-    this.lock ??= await this.db.tryAdvisoryLock(LOCKS.rollouts)
-    const lock = this.lock
+    if (this.loop.stopped) return
+    const lock = await this.leadership.acquire()
     if (!lock) return
     const service = this.rollouts()
     try {
       for (const id of await service.openIds()) {
-        if (this.stopped) return
+        if (this.loop.stopped) return
         // On the lock's own session: if that session (and so the lock) is lost, the step is lost with
         // it rather than committed beside another replica that took over.
         const woken = await service.advance(id, (fn) => lock.transaction(fn))
@@ -590,8 +571,7 @@ export class RolloutDriver {
       }
     } catch (err) {
       // The lock's session may be what failed: let go, so this or another replica takes over afresh.
-      await lock.release().catch(() => {})
-      this.lock = null
+      await this.leadership.release()
       throw err
     }
   }
