@@ -149,6 +149,17 @@ export const HeartbeatServiceSchema = Type.Object({
 })
 export type HeartbeatService = Static<typeof HeartbeatServiceSchema>
 
+/** A node's event sync as its heartbeat reports it (the sync issue). */
+export const HeartbeatSyncSchema = Type.Object({
+  lag_s: Type.Number(),
+  caught_up: Type.Boolean(),
+  /** Outbox rows not yet published (grows while the bus is away). */
+  outbox_backlog: Type.Optional(Type.Integer({minimum: 0})),
+  /** Events missing from sources' sequences. */
+  gaps: Type.Optional(Type.Integer({minimum: 0})),
+})
+export type HeartbeatSync = Static<typeof HeartbeatSyncSchema>
+
 /** What the health agent posts every 60 s (the seed's heartbeat: system, consensus, security metrics). */
 export const HeartbeatSchema = Type.Object({
   node_id: Type.String({maxLength: 64}),
@@ -183,16 +194,7 @@ export const HeartbeatSchema = Type.Object({
   /** CometBFT's /status when a consensus RPC URL is configured. */
   consensus: Type.Optional(Type.Object({latest_height: Type.Integer(), catching_up: Type.Boolean(), error: Type.Optional(Type.String({maxLength: 500}))})),
   /** Event sync (the sync issue). */
-  sync: Type.Optional(
-    Type.Object({
-      lag_s: Type.Number(),
-      caught_up: Type.Boolean(),
-      /** Outbox rows not yet published (grows while the bus is away). */
-      outbox_backlog: Type.Optional(Type.Integer({minimum: 0})),
-      /** Events missing from sources' sequences. */
-      gaps: Type.Optional(Type.Integer({minimum: 0})),
-    }),
-  ),
+  sync: Type.Optional(HeartbeatSyncSchema),
 })
 export type Heartbeat = Static<typeof HeartbeatSchema>
 
@@ -214,6 +216,8 @@ export const FleetNodeSchema = Type.Object({
   versions: Type.Record(Type.String(), Type.Union([Type.String(), Type.Null()])),
   cert_not_after: Type.Union([Type.String(), Type.Null()]),
   system: Type.Union([HeartbeatSchema.properties.system, Type.Null()]),
+  /** Event sync from the last heartbeat (null: the node reports none; absent from an older HQ). */
+  sync: Type.Optional(Type.Union([HeartbeatSyncSchema, Type.Null()])),
 })
 export type FleetNode = Static<typeof FleetNodeSchema>
 
@@ -298,13 +302,40 @@ export type DesiredVsApplied = {
   in_sync: boolean | null
 }
 
+/**
+ * A service as the node's last heartbeat reports it (container state, health, digest, version), with
+ * what HQ knows of its digest on the node's track.
+ */
+export type NodeServiceView = HeartbeatService & {
+  /** A live (not deprecated) signed manifest for this digest exists on the node's track. */
+  signed: boolean
+  /** The digest's manifest on the node's track was deprecated (withdrawn); signed is then false. */
+  deprecated: boolean
+  /** The image name of that manifest (null: no manifest for the digest on the track, or no digest). */
+  image: string | null
+}
+
 /** `GET /v1/fleet/nodes/:id`: the node as listed, the latest report of each agent, desired vs applied. */
 export type FleetNodeDetail = FleetNode & {
   reports: Partial<Record<AgentReport['agent'], AgentReport & {received_at: string}>>
   state: DesiredVsApplied
   /** The node's effective config documents (desired) and the config version it says it applied. */
   config: NodeConfigView
+  /** From the last heartbeat (absent: no heartbeat yet, or an older HQ): its services, sorted by name. */
+  services?: NodeServiceView[]
+  /** From the last heartbeat: container counts. */
+  containers?: Heartbeat['containers']
+  /** From the last heartbeat: each agent's last run as the node summarised it. */
+  agents?: Heartbeat['agents']
+  /** From the last heartbeat: CometBFT's status, when the node watches one. */
+  consensus?: Heartbeat['consensus']
+  /** From the last heartbeat: the agent version and the certificate the node says it holds. */
+  agent_version?: string
+  heartbeat_cert?: Heartbeat['cert']
 }
+
+/** The answer to `DELETE /v1/fleet/nodes/:id` (`jil hq revoke`). */
+export type NodeRevocation = {node_id: string; revoked_at: string; serials: string[]}
 
 // ---------------------------------------------------------------------------------------------
 // Rollouts (issue 7): testnet and mainnet nodes move by rollout, one pin at a time, health-gated.

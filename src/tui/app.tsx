@@ -2,13 +2,13 @@ import {Box, Text, useApp, useStdout, type Key} from 'ink'
 import {useCallback, useEffect, useMemo, useRef, useState} from 'react'
 
 import type {AlertView, SilenceRequest} from '../shared/alerts.js'
-import type {CommandTarget, NodeCommandName} from '../shared/api.js'
+import type {CommandTarget, FleetNode, NodeCommandName} from '../shared/api.js'
 import {systemClock, type Clock} from '../shared/clock.js'
 import {useAction} from './hooks/use-action.js'
-import {useFleet, type Feed, type FeedOptions} from './hooks/use-fleet.js'
+import {shallowEqual, useFeedSelector, useFeedStore, type Feed, type FeedOptions} from './hooks/use-fleet.js'
 import {useNodeDetail} from './hooks/use-node-detail.js'
 import {useNow} from './hooks/use-now.js'
-import {alertsIn, overview, security, ZONES, type ImageListRow} from './model.js'
+import {alertsIn, overview, OverviewTally, security, ZONES, type FleetState, type ImageListRow} from './model.js'
 import type {BroadcastSent, FleetSource} from './source.js'
 import {Alerts} from './views/alerts.js'
 import {Broadcast} from './views/broadcast.js'
@@ -16,7 +16,7 @@ import {KeyRouter, Line, tone, typed, useQueuedInput, type KeyHandler} from './v
 import {Help} from './views/help.js'
 import {Images} from './views/images.js'
 import {NodeDetail, type NodeAction} from './views/node-detail.js'
-import {Nodes} from './views/nodes.js'
+import {Nodes, type NodesFeed} from './views/nodes.js'
 import {Overview} from './views/overview.js'
 import {Security} from './views/security.js'
 
@@ -37,6 +37,20 @@ export type AppProps = {
   /** The terminal's size; default: the output stream's, following resizes. */
   size?: {columns: number; rows: number}
   initialView?: ViewName
+}
+
+/** The part of the live feed the app draws itself (the Nodes view reads the nodes on its own). */
+type AppFeed = {
+  phase: Feed['phase']
+  since: Date | null
+  error: string | null
+  nodeCount: number
+  alerts: FleetState['alerts']
+  rollouts: FleetState['rollouts']
+  commands: FleetState['commands']
+  images: FleetState['images']
+  /** The open node's row, in the node detail view. */
+  openRow: FleetNode | undefined
 }
 
 /** `:no` → nodes: a view's name or a unique prefix of it (k9s style); `q`/`quit` quits. */
@@ -63,7 +77,7 @@ function useTerminalSize(fixed: AppProps['size']): {columns: number; rows: numbe
   return fixed ?? size
 }
 
-function Header({feed, source, readonly, colors, width}: {feed: Feed; source: FleetSource; readonly: boolean; colors: boolean; width: number}) {
+function Header({feed, source, readonly, colors}: {feed: Pick<Feed, 'phase' | 'since' | 'error'>; source: FleetSource; readonly: boolean; colors: boolean}) {
   const {hqUrl, user, role} = source.info
   // The marker comes before the rest: on a narrow terminal the line is cut from the right, and why
   // the stream dropped (the error) is the first thing to go.
@@ -107,7 +121,7 @@ function NavBar({view, colors}: {view: ViewName | 'node'; colors: boolean}) {
  */
 export function App({source, readonly = false, colors = true, clock = systemClock, feed: feedOptions, size, initialView = 'overview'}: AppProps) {
   const {exit} = useApp()
-  const feed = useFleet(source, feedOptions)
+  const store = useFeedStore(source, feedOptions)
   const now = useNow(clock)
   const {columns: width, rows} = useTerminalSize(size)
   const [view, setView] = useState<ViewName | 'node'>(initialView)
@@ -122,18 +136,45 @@ export function App({source, readonly = false, colors = true, clock = systemCloc
     viewKeys.current = h
   }, [])
 
-  const fleet = feed.fleet
+  // What the app itself draws from the feed. A heartbeat changes none of it (the Nodes view reads
+  // the nodes itself), so the stream re-renders the app only when the header, the node count,
+  // alerts, rollouts, commands, images or the open node change.
+  const feed = useFeedSelector(
+    store,
+    (f): AppFeed => ({
+      phase: f.phase,
+      since: f.since,
+      error: f.error,
+      nodeCount: f.fleet.nodes.size,
+      alerts: f.fleet.alerts,
+      rollouts: f.fleet.rollouts,
+      commands: f.fleet.commands,
+      images: f.fleet.images,
+      openRow: view === 'node' && openNode !== null ? f.fleet.nodes.get(openNode) : undefined,
+    }),
+    shallowEqual,
+  )
+  const nodesFeed = useMemo<NodesFeed>(() => ({get: () => store.get().fleet.nodes, subscribe: store.subscribe}), [store])
+
   const nowS = Math.floor(now.getTime() / 1000)
   // Aggregates over every node follow heartbeats once a second (and any change of the node count,
   // alerts or rollouts at once), not on each of the ten frames a second a busy fleet brings.
-  const latest = useRef(fleet)
-  latest.current = fleet
-  const overviewData = useMemo(() => (view === 'overview' ? overview(latest.current, now) : null), [view, nowS, fleet.nodes.size, fleet.alerts, fleet.rollouts])
-  const securityData = useMemo(() => (view === 'security' ? security(latest.current, now) : null), [view, nowS, fleet.nodes.size, fleet.alerts])
-  const alertTabs = useMemo(() => ({open: alertsIn(fleet, 'open'), acked: alertsIn(fleet, 'acked'), resolved: alertsIn(fleet, 'resolved')}), [fleet.alerts])
-  const zones = useMemo(() => [...new Set<string>([...ZONES, ...latest.current.nodes.list().map((n) => n.zone)])], [fleet.nodes.size])
+  // The Overview's counts are kept up to date across frames, counting only the nodes that changed:
+  // while it is shown, with each update of the stream (a few nodes each, no render), so that the
+  // frame drawn each second has next to nothing left to count.
+  const tally = useMemo(() => new OverviewTally(), [store])
+  const lastNow = useRef(now)
+  lastNow.current = now
+  useEffect(() => {
+    if (view !== 'overview') return
+    return store.subscribe(() => void tally.update(store.get().fleet.nodes, lastNow.current))
+  }, [view, store, tally])
+  const overviewData = useMemo(() => (view === 'overview' ? overview(store.get().fleet, now, tally) : null), [view, nowS, feed.nodeCount, feed.alerts, feed.rollouts])
+  const securityData = useMemo(() => (view === 'security' ? security(store.get().fleet, now) : null), [view, nowS, feed.nodeCount, feed.alerts])
+  const alertTabs = useMemo(() => ({open: alertsIn(feed, 'open'), acked: alertsIn(feed, 'acked'), resolved: alertsIn(feed, 'resolved')}), [feed.alerts])
+  const zones = useMemo(() => [...new Set<string>([...ZONES, ...store.get().fleet.nodes.list().map((n) => n.zone)])], [feed.nodeCount])
 
-  const openRow = openNode ? fleet.nodes.get(openNode) : undefined
+  const openRow = feed.openRow
   const detail = useNodeDetail(source, view === 'node' ? openNode : null, openRow ? `${openRow.last_heartbeat_at}|${openRow.status}|${openRow.run_mode}` : '')
 
   const go = (v: ViewName) => {
@@ -206,9 +247,8 @@ export function App({source, readonly = false, colors = true, clock = systemCloc
       body = (
         <Nodes
           {...frame}
-          nodes={fleet.nodes}
+          nodes={nodesFeed}
           now={now}
-         
           onOpen={(id) => {
             setOpenNode(id)
             setView('node')
@@ -225,19 +265,18 @@ export function App({source, readonly = false, colors = true, clock = systemCloc
           detail={detail.detail}
           loading={detail.loading}
           error={detail.error}
-          images={fleet.images}
-          alerts={fleet.alerts.values()}
+          images={feed.images}
+          alerts={feed.alerts.values()}
           now={now}
           readonly={readonly}
           result={action.state}
           onAction={onNodeAction}
           onBack={() => go('nodes')}
-         
         />
       )
       break
     case 'images':
-      body = <Images {...frame} images={fleet.images} readonly={readonly} result={action.state} onApprove={onApprove} onPromote={onPromote} />
+      body = <Images {...frame} images={feed.images} readonly={readonly} result={action.state} onApprove={onApprove} onPromote={onPromote} />
       break
     case 'alerts':
       body = <Alerts {...frame} alerts={alertTabs} readonly={readonly} result={action.state} onAck={onAck} onSilence={onSilence} />
@@ -246,7 +285,7 @@ export function App({source, readonly = false, colors = true, clock = systemCloc
       body = <Security {...frame} data={securityData!} />
       break
     case 'broadcast':
-      body = <Broadcast {...frame} zones={zones} sent={sent} commands={fleet.commands} readonly={readonly} result={action.state} onSend={onSend} />
+      body = <Broadcast {...frame} zones={zones} sent={sent} commands={feed.commands} readonly={readonly} result={action.state} onSend={onSend} />
       break
     case 'help':
       body = <Help {...frame} readonly={readonly} />
@@ -256,7 +295,7 @@ export function App({source, readonly = false, colors = true, clock = systemCloc
   return (
     <KeyRouter.Provider value={registerKeys}>
       <Box flexDirection="column" width={width}>
-        <Header feed={feed} source={source} readonly={readonly} colors={colors} width={width} />
+        <Header feed={feed} source={source} readonly={readonly} colors={colors} />
         <NavBar view={view} colors={colors} />
         {body}
         {cmd !== null ? (

@@ -1,10 +1,12 @@
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {loadNodeIdentity} from '../../src/node/identity.js'
-import type {AgentReport, FleetNode, Heartbeat, HeartbeatService} from '../../src/shared/api.js'
+import type {AgentReport, FleetNode, FleetNodeDetail, Heartbeat, HeartbeatService} from '../../src/shared/api.js'
 import {ManualClock} from '../../src/shared/clock.js'
 import {HqClient} from '../../src/shared/hq-client.js'
+import type {ImageManifest} from '../../src/shared/manifest.js'
 import {startTestHq} from '../helpers/hq.js'
+import {pushTinyImage} from '../helpers/images.js'
 import {ensureOperator, joinTestNode, OPERATOR, userClient, type TestNode} from '../helpers/node.js'
 import {freshPgDatabase, hasPg} from '../helpers/pg.js'
 
@@ -30,6 +32,8 @@ function report(nodeId: string, o: Partial<AgentReport> = {}): AgentReport {
   return {agent: 'update', node_id: nodeId, started_at: at, finished_at: at, ok: true, summary: '2 services up to date', findings: [], details: {sequence: 1, run_mode: 'running', actions: [], unresolved: []}, ...o}
 }
 
+const REGISTRY = process.env.JIL_TEST_REGISTRY
+
 type Storage = {name: string; databaseUrl?: () => Promise<{url: string; drop: () => Promise<void>}>}
 const storages: Storage[] = [{name: 'pglite'}, ...(hasPg ? [{name: 'pg', databaseUrl: freshPgDatabase}] : [])]
 
@@ -48,7 +52,7 @@ describe.each(storages)('heartbeats, reports and the node list on $name', (stora
 
   beforeAll(async () => {
     pg = storage.databaseUrl ? await storage.databaseUrl() : undefined
-    t = await startTestHq({clock, ...(pg ? {databaseUrl: pg.url} : {})})
+    t = await startTestHq({clock, ...(REGISTRY ? {registry: REGISTRY} : {}), ...(pg ? {databaseUrl: pg.url} : {})})
     admin = await userClient(t.hq.url, t.admin)
     for (const [id, zone] of [[ids.ch, 'CH/FINMA'], [ids.sg, 'SG/MAS']] as const) {
       const n = await joinTestNode(t.hq, t.admin, {nodeId: id, zone, clock})
@@ -156,6 +160,63 @@ describe.each(storages)('heartbeats, reports and the node list on $name', (stora
     expect(Object.keys(detail.reports).sort()).toEqual(['security', 'update'])
     expect(detail.reports.update).toMatchObject({ok: false, error: {code: 'DOCKER_UNREACHABLE'}, received_at: clock.now().toISOString()})
     await expect(admin.request('GET', '/v1/fleet/nodes/CH-NOPE-99')).rejects.toMatchObject({status: 404, code: 'NODE_UNKNOWN'})
+  })
+
+  // Signing needs the registry (HQ reads the digest there): the test services provide one.
+  it.skipIf(!REGISTRY)('details the services of the last heartbeat with their signature status on the node\'s track, its agents, sync and config', async () => {
+    // Three digests: signed onto devnet (the node's track), signed then deprecated, and one HQ never signed.
+    await pushTinyImage('jil/fleet-nodes-api', 'v2.0')
+    await pushTinyImage('jil/fleet-nodes-db', 'v1.0')
+    const signed = await admin.request<ImageManifest>('POST', '/v1/images', {image: `${REGISTRY}/jil/fleet-nodes-api:v2.0`, version: 'v2.0', commit: 'abcdef0'})
+    const withdrawn = await admin.request<ImageManifest>('POST', '/v1/images', {image: `${REGISTRY}/jil/fleet-nodes-db:v1.0`, version: 'v1.0', commit: 'abcdef0'})
+    await admin.request('POST', `/v1/images/${withdrawn.digest}/deprecate`, {reason: 'bad build'})
+    const unknown = await pushTinyImage('jil/fleet-nodes-cache', 'v0.1')
+    expect(new Set([signed.digest, withdrawn.digest, unknown]).size).toBe(3)
+
+    const hb: Heartbeat = {
+      ...heartbeat(ids.ch, [
+        svc('db', {digest: withdrawn.digest, version: 'v1.0', health: 'unhealthy', critical: false}),
+        svc('api', {digest: signed.digest, version: 'v2.0'}),
+        svc('cache', {digest: unknown, version: 'v0.1', state: 'exited', health: 'none', critical: false}),
+        svc('worker', {digest: null, version: null, state: 'missing', health: 'none', critical: false}),
+      ]),
+      config_version: 0,
+      agents: {health: {at: clock.now().toISOString(), ok: true, summary: '3/4 containers running', critical: 0, warning: 1}, security: {at: clock.now().toISOString(), ok: true, summary: '1 critical finding', critical: 1, warning: 0}},
+      sync: {lag_s: 3.25, caught_up: false, outbox_backlog: 7, gaps: 0},
+    }
+    // Ingested through the node API, as the health agent sends it.
+    await clients[ids.ch]!.heartbeat(hb)
+
+    const d = await admin.fleetNode(ids.ch)
+    expect(d.services).toEqual([
+      {name: 'api', critical: true, state: 'running', health: 'healthy', digest: signed.digest, version: 'v2.0', signed: true, deprecated: false, image: 'jil/fleet-nodes-api'},
+      {name: 'cache', critical: false, state: 'exited', health: 'none', digest: unknown, version: 'v0.1', signed: false, deprecated: false, image: null},
+      {name: 'db', critical: false, state: 'running', health: 'unhealthy', digest: withdrawn.digest, version: 'v1.0', signed: false, deprecated: true, image: 'jil/fleet-nodes-db'},
+      {name: 'worker', critical: false, state: 'missing', health: 'none', digest: null, version: null, signed: false, deprecated: false, image: null},
+    ])
+    expect(d.agents).toEqual(hb.agents)
+    expect(d.containers).toEqual(hb.containers)
+    expect(d.sync).toEqual(hb.sync)
+    expect(d.heartbeat_cert).toEqual(hb.cert)
+    expect(d.agent_version).toBe('0.0.0-test')
+    // Desired vs applied config: HQ holds version 0 for a node nobody pushed config to, and so does the node.
+    expect(d.config).toMatchObject({desired_version: 0, applied_version: 0})
+    expect(d.state.applied).toMatchObject({run_mode: 'running', sequence: 1, config_version: 0})
+    // The agents' full reports stay alongside.
+    expect(Object.keys(d.reports).sort()).toEqual(['security', 'update'])
+
+    // The list (and so the live stream's node rows) carries the sync block too; a node without one has null.
+    expect((await node(ids.ch)).sync).toEqual(hb.sync)
+    await clients[ids.ch]!.heartbeat(heartbeat(ids.ch, [svc('api', {digest: signed.digest, version: 'v2.0'})]))
+    expect((await node(ids.ch)).sync).toBeNull()
+    expect(await admin.fleetNode(ids.ch)).toMatchObject({services: [{name: 'api', signed: true}]})
+  })
+
+  it('details a node that never sent a heartbeat without services', async () => {
+    const d = await admin.request<FleetNodeDetail>('GET', `/v1/fleet/nodes/${ids.pending}`)
+    expect(d).toMatchObject({id: ids.pending, status: 'pending', sync: null, state: {applied: null, in_sync: null}})
+    expect(d.services).toBeUndefined()
+    expect(d.agents).toBeUndefined()
   })
 
   it('shows a revoked node as revoked', async () => {

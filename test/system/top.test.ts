@@ -76,7 +76,9 @@ describe.skipIf(!hasTmux)('jil top in a terminal (tmux)', () => {
       const identity = await loadNodeIdentity(state)
       const client = await HqClient.connect(cli.serve.ready.url, {cert: identity.certPem, key: identity.keyPem, ca: identity.caPem})
       nodes.push(client)
-      await client.heartbeat(testHeartbeat(id, new Date(), {services: [{name: 'api', critical: true, state: 'running', health: 'healthy', digest: null, version: 'v95.3'}], certValidMs: 30 * 86_400_000}))
+      // CH-ZUG-01 syncs events and is behind; the others report no sync.
+      const sync = id === 'CH-ZUG-01' ? {sync: {lag_s: 4.2, caught_up: false, outbox_backlog: 3, gaps: 0}} : {}
+      await client.heartbeat(testHeartbeat(id, new Date(), {services: [{name: 'api', critical: true, state: 'running', health: 'healthy', digest: null, version: 'v95.3'}], certValidMs: 30 * 86_400_000, ...sync}))
     }
     tmux(
       'new-session', '-d', '-s', 'top', '-x', '120', '-y', '40',
@@ -94,6 +96,7 @@ describe.skipIf(!hasTmux)('jil top in a terminal (tmux)', () => {
 
   it('filters to a zone, pauses a node from its detail view and sees its status change', async () => {
     await see('the overview, live', (s) => s.includes('● live') && /3 nodes\s+healthy 3/.test(s))
+    expect(screen()).toContain('event sync: median 4.2s, max 4.2s (CH-ZUG-01), 1 of 1 nodes behind')
     expect(screen()).toMatch(/jil top {2}● live {2}https:\/\/127\.0\.0\.1:\d+ {2}admin \(admin\)/)
 
     keys('2')
@@ -104,9 +107,15 @@ describe.skipIf(!hasTmux)('jil top in a terminal (tmux)', () => {
     await see('the filtered list', (s) => s.includes('2 of 3 nodes') && !s.includes('SG-MAS-01'))
     expect(screen()).toMatch(/> CH-GVA-01\s+CH\/FINMA\s+active/)
     expect(screen()).toMatch(/CH-ZUG-01\s+CH\/FINMA\s+active/)
+    // The SYNC column: the lag of a node behind, - for one that reports no sync.
+    expect(screen()).toMatch(/CH-ZUG-01 .*\s4\.2s\s/)
+    expect(screen()).toMatch(/CH-GVA-01 .*\s-\s+\d+d\s*$/m)
 
     keys('Down', 'Enter')
     await see('the detail of CH-ZUG-01', (s) => s.includes('CH-ZUG-01  CH/FINMA') && s.includes('desired vs applied: run mode running/running'))
+    // The services of its last heartbeat, as HQ's detail gives them, and its event sync.
+    expect(screen()).toMatch(/api\*\s+running\s+healthy\s+v95\.3\s+-\s+none/)
+    expect(screen()).toContain('event sync: lag 4.2s, behind, outbox backlog 3, gaps 0')
     keys('p')
     await see('the confirmation', (s) => s.includes('Pause CH-ZUG-01: fail /healthz so traffic drains (services keep running)? [y/N]'))
     keys('y')

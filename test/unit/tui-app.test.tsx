@@ -55,6 +55,28 @@ describe('the header', () => {
   })
 })
 
+describe('the live stream', () => {
+  it('redraws the node table for a change on screen, not for a heartbeat of a node off screen', async () => {
+    const many = Array.from({length: 100}, (_, i) => fleetNode({id: `CH-N${String(i).padStart(5, '0')}-01`}))
+    const app = await start({source: fakeSource({snap: snapshot({nodes: many})}), initialView: 'nodes'})
+    await app.ready()
+    await eventually(() => app.frame().includes('100 of 100 nodes'), 'the table')
+    await press(app.stdin)
+    const frames = app.stdout.frames.length
+    // Sorted by id, rows 0–20 or so are on screen: node 90 is not.
+    app.source.channels[0]!.push({type: 'nodes', nodes: [{...many[90]!, system: {...many[90]!.system!, cpu_percent: 91}}]})
+    await press(app.stdin)
+    await new Promise((r) => setTimeout(r, 50))
+    expect(app.stdout.frames.length).toBe(frames)
+    app.source.channels[0]!.push({type: 'nodes', nodes: [{...many[1]!, system: {...many[1]!.system!, cpu_percent: 87}}]})
+    await eventually(() => /CH-N00001-01 .* 87%/.test(app.frame()), 'the row on screen')
+    expect(app.stdout.frames.length).toBeGreaterThan(frames)
+    // Node 90's new copy is there when it comes on screen.
+    await press(app.stdin, 'G')
+    expect(app.frame()).toMatch(/CH-N00090-01 .* 91%/)
+  })
+})
+
 describe('keys', () => {
   it('switches views with 1–7, :name, ? and quits with q', async () => {
     const app = await start()

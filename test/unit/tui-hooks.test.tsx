@@ -7,10 +7,10 @@ import {ManualClock} from '../../src/shared/clock.js'
 import {JilError} from '../../src/shared/errors.js'
 import {backoffMs, type Feed, type FeedOptions} from '../../src/tui/hooks/feed.js'
 import {useAction} from '../../src/tui/hooks/use-action.js'
-import {useFleet} from '../../src/tui/hooks/use-fleet.js'
+import {shallowEqual, useFeedSelector, useFeedStore, useFleet} from '../../src/tui/hooks/use-fleet.js'
 import {useNodeDetail} from '../../src/tui/hooks/use-node-detail.js'
 import type {FleetSource} from '../../src/tui/source.js'
-import {eventually, fakeSource, fleetNode, NOW, snapshot, tick} from '../helpers/tui.js'
+import {alertView, eventually, fakeSource, fleetNode, NOW, snapshot, tick} from '../helpers/tui.js'
 
 let cleanups: (() => void)[] = []
 afterEach(() => {
@@ -167,6 +167,37 @@ describe('useFleet', () => {
     await eventually(() => source.channels.length === 1, 'a subscription')
     h.unmount()
     expect(source.channels[0]!.signal.aborted).toBe(true)
+  })
+})
+
+/** Selects the phase and the alert count: renders are counted in `renders`. */
+function SelectorHarness({source, renders}: {source: FleetSource; renders: string[]}) {
+  const store = useFeedStore(source, {throttleMs: 0})
+  const part = useFeedSelector(store, (f) => ({phase: f.phase, alerts: f.fleet.alerts.size}), shallowEqual)
+  renders.push(`${part.phase} alerts=${part.alerts}`)
+  return <Text>{`${part.phase} alerts=${part.alerts}`}</Text>
+}
+
+describe('useFeedSelector', () => {
+  it('re-renders a component when its part of the feed changes, not on every update', async () => {
+    const source = fakeSource({snap: snapshot({nodes: [fleetNode()]})})
+    const renders: string[] = []
+    const r = render(<SelectorHarness source={source} renders={renders} />)
+    cleanups.push(() => r.unmount())
+    await eventually(() => source.channels.length === 1, 'a subscription')
+    source.channels[0]!.push({type: 'ready', at: NOW.toISOString()})
+    await eventually(() => r.lastFrame() === 'live alerts=0', 'live')
+    const before = renders.length
+    // Heartbeats: the feed changes, the selected part does not.
+    for (let i = 0; i < 5; i++) {
+      source.channels[0]!.push({type: 'nodes', nodes: [fleetNode({id: `CH-N${i}-01`})]})
+      await tick(5)
+    }
+    await tick(20)
+    expect(renders.length).toBe(before)
+    source.channels[0]!.push({type: 'alerts', alerts: [alertView()]})
+    await eventually(() => r.lastFrame() === 'live alerts=1', 'the alert')
+    expect(renders.slice(before)).toEqual(['live alerts=1'])
   })
 })
 

@@ -1,6 +1,7 @@
 import {describe, expect, it} from 'vitest'
 
 import {
+  agentRows,
   alertsIn,
   apply,
   applyAll,
@@ -12,11 +13,14 @@ import {
   fitColumns,
   fromSnapshot,
   KEEP_RESOLVED_ALERTS,
+  lagText,
   matchesFilter,
   nextTrack,
   nodeCells,
   NODE_COLUMNS,
+  NodeOrder,
   overview,
+  OverviewTally,
   parseFilter,
   progressBar,
   ROW_PREFIX,
@@ -25,14 +29,27 @@ import {
   serviceRows,
   sortNodes,
   statusAt,
+  syncCell,
   upgradeCandidates,
   visibleNodes,
   windowAt,
   ZONES,
 } from '../../src/tui/model.js'
+import type {FleetNode} from '../../src/shared/api.js'
 import {alertView, fleetCommand, fleetNode, imageRow, NOW, rolloutView, snapshot} from '../helpers/tui.js'
 
 const ago = (s: number) => new Date(NOW.getTime() - s * 1000).toISOString()
+
+/** A small deterministic random source (mulberry32): rand(n) is an integer in [0, n). */
+function seeded(seed: number): (n: number) => number {
+  let a = seed >>> 0
+  return (n) => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = Math.imul(a ^ (a >>> 15), 1 | a)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4_294_967_296) * n)
+  }
+}
 
 describe('the fleet store', () => {
   it('loads a snapshot by id and upserts what events carry, whole', () => {
@@ -120,6 +137,15 @@ describe('status and cells at a time', () => {
     expect(c).toMatchObject({heartbeat: '2m', cpu: '12%', mem: '25%', disk: '50%', version: 'v96.0+1', cert: '3d'})
     expect(nodeCells(fleetNode({cert_not_after: ago(60), system: null, last_heartbeat_at: null}), NOW)).toMatchObject({cert: 'expired', cpu: '-', heartbeat: 'never', status: 'offline'})
   })
+
+  it('renders event sync: ok when caught up, the lag when behind, - when the node reports none', () => {
+    expect(nodeCells(fleetNode({sync: {lag_s: 3.24, caught_up: false}}), NOW).sync).toBe('3.2s')
+    expect(nodeCells(fleetNode({sync: {lag_s: 0.8, caught_up: true}}), NOW).sync).toBe('ok')
+    expect(nodeCells(fleetNode({sync: null}), NOW).sync).toBe('-')
+    expect(nodeCells(fleetNode(), NOW).sync).toBe('-') // from an HQ that does not send it
+    expect([syncCell({lag_s: 42.4, caught_up: false}), syncCell({lag_s: 320, caught_up: false}), syncCell({lag_s: 7200, caught_up: false})]).toEqual(['42s', '5m', '2h'])
+    expect([lagText(0), lagText(9.96), lagText(-1)]).toEqual(['0.0s', '10.0s', '0.0s'])
+  })
 })
 
 describe('filter', () => {
@@ -175,6 +201,73 @@ describe('sort', () => {
 
   it('filters then sorts', () => {
     expect(visibleNodes(nodes, parseFilter('node'), {key: 'id', desc: true}, NOW).map((n) => n.id)).toEqual(['C-NODE-01', 'B-NODE-01', 'A-NODE-01'])
+  })
+
+  it('sorts by sync lag, nodes without sync lowest; by heartbeat time, not by its age in whole seconds', () => {
+    const withSync = [fleetNode({id: 'A-NODE-01', sync: {lag_s: 30, caught_up: false}}), fleetNode({id: 'B-NODE-01', sync: null}), fleetNode({id: 'C-NODE-01', sync: {lag_s: 0.1, caught_up: true}})]
+    expect(sortNodes(withSync, {key: 'sync', desc: true}, NOW).map((n) => n.id)).toEqual(['A-NODE-01', 'C-NODE-01', 'B-NODE-01'])
+    // Both heard from 1.x s ago: the younger heartbeat first, whatever the ids.
+    const close = [fleetNode({id: 'A-NODE-01', last_heartbeat_at: new Date(NOW.getTime() - 1900).toISOString()}), fleetNode({id: 'B-NODE-01', last_heartbeat_at: new Date(NOW.getTime() - 1100).toISOString()}), fleetNode({id: 'C-NODE-01', last_heartbeat_at: null})]
+    expect(sortNodes(close, {key: 'heartbeat', desc: false}, NOW).map((n) => n.id)).toEqual(['B-NODE-01', 'A-NODE-01', 'C-NODE-01'])
+  })
+})
+
+describe('the incremental order', () => {
+  // A small deterministic random walk: nodes change, join and leave; the order must always equal a sort from scratch.
+  const rand = seeded(42)
+  const ZS = ['CH/FINMA', 'SG/MAS', 'AE/FSRA']
+  const mk = (i: number, at: Date): FleetNode =>
+    fleetNode({
+      id: `N${String(i).padStart(4, '0')}-X-01`,
+      zone: ZS[rand(3)]!,
+      last_heartbeat_at: rand(10) === 0 ? null : new Date(at.getTime() - rand(400) * 1000).toISOString(),
+      system: {...fleetNode().system!, cpu_percent: rand(5) * 10},
+      versions: {api: `v9${rand(3)}.${rand(3)}`},
+      sync: rand(3) === 0 ? null : {lag_s: rand(4), caught_up: rand(2) === 0},
+      status: rand(8) === 0 ? 'paused' : 'active',
+    })
+
+  it('keeps every filter and sort equal to a sort from scratch as nodes change, join and leave, and time passes', () => {
+    for (const q of ['', 'zone:SG/MAS', 'status:offline', 'n00 status:active']) {
+      for (const key of ['id', 'zone', 'status', 'version', 'cpu', 'heartbeat', 'sync', 'cert'] as const) {
+        for (const desc of [false, true]) {
+          let now = NOW
+          let map = CowMap.of(Array.from({length: 300}, (_, i) => [`N${String(i).padStart(4, '0')}-X-01`, mk(i, now)] as const))
+          const order = new NodeOrder(parseFilter(q), {key, desc})
+          order.update(map, now)
+          for (let step = 0; step < 12; step++) {
+            const changed = Array.from({length: 1 + rand(20)}, () => mk(rand(330), now))
+            map = map.with(changed.map((n) => [n.id, n] as const)).without(Array.from({length: rand(3)}, () => `N${String(rand(330)).padStart(4, '0')}-X-01`))
+            if (step % 3 === 2) now = new Date(now.getTime() + 61_000) // statuses turn offline as time passes
+            order.update(map, now)
+            expect(order.ids(), `${q} ${key} ${desc ? 'desc' : 'asc'} step ${step}`).toEqual(visibleNodes(map.list(), parseFilter(q), {key, desc}, now).map((n) => n.id))
+          }
+        }
+      }
+    }
+  })
+
+  it('moves only what changed: an update for a node shows its new copy, a second update with the same map does nothing', () => {
+    const a = fleetNode({id: 'A-NODE-01'})
+    let map = CowMap.of([a, fleetNode({id: 'B-NODE-01'})].map((n) => [n.id, n] as const))
+    const order = new NodeOrder(parseFilter(''), {key: 'cpu', desc: true})
+    order.update(map, NOW)
+    const v = order.version
+    order.update(map, NOW)
+    expect(order.version).toBe(v)
+    const a2 = {...a, system: {...a.system!, cpu_percent: 99}}
+    map = map.with([[a2.id, a2]])
+    order.update(map, NOW)
+    expect(order.slice(0, 2)).toEqual([a2, map.get('B-NODE-01')])
+    expect(order.version).toBeGreaterThan(v)
+  })
+
+  it('finds what changed between two maps by their buckets', () => {
+    const m1 = CowMap.of(Array.from({length: 1000}, (_, i) => [`K${i}`, {i}] as const))
+    const m2 = m1.with([['K5', {i: 5}], ['NEW', {i: -1}]]).without(['K7'])
+    expect(CowMap.changes(m1, m2)).toEqual({changed: expect.arrayContaining(['K5', 'NEW']), removed: ['K7']})
+    expect(CowMap.changes(m1, m2).changed).toHaveLength(2)
+    expect(CowMap.changes(m2, m2)).toEqual({changed: [], removed: []})
   })
 })
 
@@ -233,9 +326,71 @@ describe('overview', () => {
     expect(o.zones.find((z) => z.zone === 'HK/SFC')!.total).toBe(0)
     // Revoked nodes run nothing of the fleet's.
     expect(o.versions).toEqual([{service: 'api', versions: [{version: 'v96.0', nodes: 2}, {version: 'v95.3', nodes: 1}]}])
-    expect(o.syncLag).toEqual({nodes: 2, maxLagS: 900})
+    // No node reports event sync here: the alerts are counted all the same.
+    expect(o.syncLag).toEqual({reporting: 0, behind: 0, medianLagS: null, maxLagS: null, worstNode: null, alerts: 2})
     expect(o.alerts).toEqual({open: {critical: 1, warning: 1}, acked: 1})
     expect(o.rollouts).toEqual([{id: 'ro_00000000000000000001', image: 'jil/api', version: 'v96.0', target: 'CH/FINMA', state: 'running', done: 1, failed: 0, total: 4}])
+  })
+
+  it('sums up event sync from the heartbeats of the nodes that are up: median, worst and who, how many behind', () => {
+    const sync = (lag_s: number, caught_up = lag_s < 1) => ({lag_s, caught_up})
+    const o = overview(
+      fromSnapshot(
+        snapshot({
+          nodes: [
+            fleetNode({id: 'CH-ZUG-01', sync: sync(0.2)}),
+            fleetNode({id: 'CH-ZUG-02', sync: sync(3.5)}),
+            fleetNode({id: 'SG-MAS-01', zone: 'SG/MAS', sync: sync(95)}),
+            fleetNode({id: 'SG-MAS-02', zone: 'SG/MAS', sync: sync(0.4)}),
+            fleetNode({id: 'JP-TKY-01', zone: 'JP/JFSA', sync: null}),
+            // Offline (its lag is as old as its heartbeat) and revoked nodes are left out.
+            fleetNode({id: 'US-NYC-01', zone: 'US/FINCEN', sync: sync(5000), last_heartbeat_at: ago(900)}),
+            fleetNode({id: 'US-NYC-02', zone: 'US/FINCEN', sync: sync(7000), status: 'revoked'}),
+          ],
+        }),
+      ),
+      NOW,
+    )
+    expect(o.syncLag).toEqual({reporting: 4, behind: 2, medianLagS: (0.4 + 3.5) / 2, maxLagS: 95, worstNode: 'SG-MAS-01', alerts: 0})
+    const odd = overview(fromSnapshot(snapshot({nodes: [fleetNode({id: 'A-NODE-01', sync: sync(1)}), fleetNode({id: 'B-NODE-01', sync: sync(9)}), fleetNode({id: 'C-NODE-01', sync: sync(2)})]})), NOW)
+    expect(odd.syncLag).toMatchObject({medianLagS: 2, maxLagS: 9, worstNode: 'B-NODE-01', behind: 3})
+  })
+
+  it('keeps its counts equal to counting from scratch as nodes change, join and leave, and go silent', () => {
+    const rand = seeded(7)
+    const zones = ['CH/FINMA', 'SG/MAS', 'XX/TEST', 'YY/TEST']
+    const statuses = ['active', 'active', 'degraded', 'paused', 'revoked', 'pending', 'offline'] as const
+    let now = NOW
+    const mk = (i: number) =>
+      fleetNode({
+        id: `N${String(i).padStart(4, '0')}-X-01`,
+        zone: zones[rand(4)]!,
+        status: statuses[rand(statuses.length)]!,
+        last_heartbeat_at: rand(12) === 0 ? null : new Date(now.getTime() - rand(240) * 1000).toISOString(),
+        versions: rand(5) === 0 ? {} : {api: `v9${rand(3)}.0`, worker: rand(4) === 0 ? null : 'v1.0'},
+        sync: rand(3) === 0 ? null : {lag_s: rand(50) / 10, caught_up: rand(2) === 0},
+      })
+    let state = fromSnapshot(snapshot({nodes: Array.from({length: 400}, (_, i) => mk(i))}))
+    const tally = new OverviewTally()
+    expect(overview(state, now, tally)).toEqual(overview(state, now))
+    for (let step = 0; step < 40; step++) {
+      const changed = Array.from({length: 1 + rand(15)}, () => mk(rand(420)))
+      state = {...state, nodes: state.nodes.with(changed.map((n) => [n.id, n] as const)).without(Array.from({length: rand(4)}, () => `N${String(rand(420)).padStart(4, '0')}-X-01`))}
+      now = new Date(now.getTime() + rand(4) * 7_000) // nodes go silent as time passes
+      expect(overview(state, now, tally), `step ${step}`).toEqual(overview(state, now))
+    }
+    // Some of the walk's nodes did turn offline by the time alone.
+    expect(overview(state, now).byStatus.offline).toBeGreaterThan(0)
+    // The last nodes of a zone outside the 13 move away: its row goes, as when counting from scratch.
+    const moved = state.nodes.list().filter((n) => n.zone === 'XX/TEST')
+    expect(moved.length).toBeGreaterThan(0)
+    state = {...state, nodes: state.nodes.with(moved.map((n) => [n.id, {...n, zone: 'CH/FINMA'}] as const))}
+    expect(overview(state, now, tally).zones.map((z) => z.zone)).toEqual([...ZONES, 'YY/TEST'])
+    expect(overview(state, now, tally)).toEqual(overview(state, now))
+    // A new snapshot (after a reconnect) replaces every copy: counted again from scratch.
+    const reloaded = fromSnapshot(snapshot({nodes: state.nodes.list().slice(0, 300).map((n) => ({...n}))}))
+    expect(overview(reloaded, now, tally)).toEqual(overview(reloaded, now))
+    expect(overview(reloaded, now, tally).total).toBe(300)
   })
 
   it('shows a zone no migration listed after the 13', () => {
@@ -313,10 +468,57 @@ describe('alerts, security, images, services, broadcasts', () => {
       alertView({rule: 'image-unsigned', details: {services: [{service: 'web', digest: 'sha256:evil'}]}}),
       alertView({id: 'al_2', rule: 'service-down', details: {services: [{service: 'settlement', state: 'exited', health: 'none'}]}}),
     ]
-    expect(serviceRows(node, stack, images, alerts, NOW)).toEqual([
-      {service: 'api', version: 'v96.0', digest: 'sha256:aaa', signature: 'signed', health: 'ok'},
-      {service: 'settlement', version: 'v95.3', digest: null, signature: 'unknown', health: 'exited'},
-      {service: 'web', version: 'v1.0', digest: 'sha256:evil', signature: 'unsigned', health: 'ok'},
+    // An older HQ, whose detail carries no services.
+    expect(serviceRows(node, {}, stack, images, alerts, NOW)).toEqual([
+      {service: 'api', critical: null, state: null, version: 'v96.0', digest: 'sha256:aaa', signature: 'signed', health: 'ok'},
+      {service: 'settlement', critical: null, state: null, version: 'v95.3', digest: null, signature: 'unknown', health: 'exited'},
+      {service: 'web', critical: null, state: null, version: 'v1.0', digest: 'sha256:evil', signature: 'unsigned', health: 'ok'},
+    ])
+  })
+
+  it('takes a node\'s services from HQ\'s detail when it has them: state, health, digest, signature', () => {
+    const node = fleetNode({versions: {api: 'v96.0'}})
+    const d = {
+      services: [
+        {name: 'api', critical: true, state: 'running', health: 'healthy' as const, digest: 'sha256:aaa', version: 'v96.0', signed: true, deprecated: false, image: 'jil/api'},
+        {name: 'db', critical: false, state: 'running', health: 'none' as const, digest: 'sha256:ddd', version: 'v2', signed: false, deprecated: true, image: 'jil/db'},
+        {name: 'cache', critical: false, state: 'exited', health: 'none' as const, digest: 'sha256:ccc', version: null, signed: false, deprecated: false, image: null},
+        {name: 'worker', critical: false, state: 'missing', health: 'none' as const, digest: null, version: null, signed: false, deprecated: false, image: null},
+      ],
+    }
+    // Nor the stack nor the alerts are asked: HQ knows.
+    expect(serviceRows(node, d, null, [], [alertView({rule: 'service-down', details: {services: [{service: 'api', state: 'exited'}]}})], NOW)).toEqual([
+      {service: 'api', critical: true, state: 'running', version: 'v96.0', digest: 'sha256:aaa', signature: 'signed', health: 'healthy'},
+      {service: 'db', critical: false, state: 'running', version: 'v2', digest: 'sha256:ddd', signature: 'deprecated', health: '-'},
+      {service: 'cache', critical: false, state: 'exited', version: null, digest: 'sha256:ccc', signature: 'unsigned', health: '-'},
+      {service: 'worker', critical: false, state: 'missing', version: null, digest: null, signature: 'none', health: '-'},
+    ])
+  })
+
+  it('lists each agent\'s last result: the stored report, or the heartbeat\'s newer summary', () => {
+    const report = (agent: 'health' | 'security', at: string, o: {ok?: boolean; findings?: ('critical' | 'warning' | 'info')[]} = {}) => ({
+      agent,
+      node_id: 'CH-ZUG-01',
+      started_at: at,
+      finished_at: at,
+      ok: o.ok ?? true,
+      summary: `${agent} report`,
+      findings: (o.findings ?? []).map((severity, i) => ({id: `f${i}`, severity, title: 't', evidence: 'e', remediation: 'r'})),
+      details: {},
+      received_at: at,
+    })
+    const rows = agentRows({
+      reports: {health: report('health', '2026-01-10T11:59:00.000Z', {findings: ['warning', 'info']}), security: report('security', '2026-01-10T10:00:00.000Z', {findings: ['critical']})},
+      agents: {
+        health: {at: '2026-01-10T11:58:00.000Z', ok: true, summary: 'older summary', critical: 0, warning: 0},
+        security: {at: '2026-01-10T11:00:00.000Z', ok: false, summary: 'security could not run', critical: 0, warning: 0},
+        update: {at: '2026-01-10T11:30:00.000Z', ok: true, summary: 'up to date', critical: 0, warning: 0},
+      },
+    })
+    expect(rows).toEqual([
+      {agent: 'health', ok: true, at: '2026-01-10T11:59:00.000Z', summary: 'health report', critical: 0, warning: 1},
+      {agent: 'security', ok: false, at: '2026-01-10T11:00:00.000Z', summary: 'security could not run', critical: 0, warning: 0},
+      {agent: 'update', ok: true, at: '2026-01-10T11:30:00.000Z', summary: 'up to date', critical: 0, warning: 0},
     ])
   })
 

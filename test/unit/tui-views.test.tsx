@@ -11,10 +11,10 @@ import {Broadcast} from '../../src/tui/views/broadcast.js'
 import {Help} from '../../src/tui/views/help.js'
 import {Images} from '../../src/tui/views/images.js'
 import {NodeDetail, type NodeAction} from '../../src/tui/views/node-detail.js'
-import {Nodes} from '../../src/tui/views/nodes.js'
+import {fixedNodes, Nodes, type NodesFeed} from '../../src/tui/views/nodes.js'
 import {Overview} from '../../src/tui/views/overview.js'
 import {Security} from '../../src/tui/views/security.js'
-import {alertView, fleetCommand, fleetNode, imageRow, KEY, nodeDetail, NOW, press, rolloutView, snapshot} from '../helpers/tui.js'
+import {alertView, eventually, fleetCommand, fleetNode, imageRow, KEY, nodeDetail, NOW, press, rolloutView, snapshot} from '../helpers/tui.js'
 
 // ink colours through chalk, which finds no terminal under vitest and would drop every colour: force
 // it on, so that a frame without escapes proves the view passed no colour (NO_COLOR), not chalk.
@@ -49,7 +49,7 @@ const NODES: FleetNode[] = [
   fleetNode({id: 'AE-ADGM-01', zone: 'AE/FSRA', status: 'paused', run_mode: 'paused'}),
 ]
 
-const byId = (nodes: FleetNode[]) => CowMap.of(nodes.map((n) => [n.id, n]))
+const byId = (nodes: FleetNode[]) => fixedNodes(CowMap.of(nodes.map((n) => [n.id, n])))
 
 /** The node ids in a Nodes frame, in order. */
 function idsIn(frame: string | undefined): string[] {
@@ -59,9 +59,9 @@ function idsIn(frame: string | undefined): string[] {
 describe('Nodes', () => {
   it('lists nodes with their columns and opens the selected one with Enter', async () => {
     const opened: string[] = []
-    const r = mount(<Nodes {...plain} nodes={byId(NODES)} now={NOW} onOpen={(id) => opened.push(id)} />)
+    const r = mount(<Nodes {...plain} width={120} nodes={byId(NODES)} now={NOW} onOpen={(id) => opened.push(id)} />)
     const f = r.lastFrame()!
-    for (const h of ['NODE', 'ZONE', 'STATUS', 'VERSION', 'CPU', 'MEM', 'DISK', 'HEARTBEAT', 'CERT']) expect(f).toContain(h)
+    for (const h of ['NODE', 'ZONE', 'STATUS', 'VERSION', 'CPU', 'MEM', 'DISK', 'HEARTBEAT', 'SYNC', 'CERT']) expect(f).toContain(h)
     expect(idsIn(f)).toEqual(['AE-ADGM-01', 'CH-ZUG-01', 'CH-ZUG-02', 'SG-MAS-01'])
     expect(f).toMatch(/CH-ZUG-02\s+CH\/FINMA\s+offline/)
     expect(f).toContain('4 of 4 nodes')
@@ -102,7 +102,8 @@ describe('Nodes', () => {
     const r = mount(<Nodes {...plain} nodes={byId(NODES)} now={NOW} onOpen={(id) => opened.push(id)} />)
     // A held arrow, then Enter: one terminal read.
     r.stdin.write(KEY.down + KEY.down + KEY.down + KEY.up + KEY.enter)
-    await press(r.stdin)
+    // The five keys drain one per turn of the event loop: on a busy machine that takes more turns than press() waits.
+    await eventually(() => opened.length > 0, 'Enter to open a node')
     expect(opened).toEqual(['CH-ZUG-02'])
   })
 
@@ -133,6 +134,59 @@ describe('Nodes', () => {
     expect(idsIn(r.lastFrame()).at(-1)).toBe('CH-N09999-01')
   })
 
+  it('shows each node\'s event sync: its lag when behind, ok when caught up, - when it reports none; sorts by it', async () => {
+    const nodes = [
+      fleetNode({id: 'CH-ZUG-01', sync: {lag_s: 3.2, caught_up: false, outbox_backlog: 0, gaps: 0}}),
+      fleetNode({id: 'CH-ZUG-02', sync: {lag_s: 0.1, caught_up: true}}),
+      fleetNode({id: 'CH-ZUG-03', sync: null}),
+      fleetNode({id: 'CH-ZUG-04', sync: {lag_s: 600, caught_up: false}}),
+    ]
+    const r = mount(<Nodes {...plain} width={120} nodes={byId(nodes)} now={NOW} onOpen={() => {}} />)
+    const f = r.lastFrame()!
+    expect(f).toMatch(/CH-ZUG-01 .* 10s\s+3\.2s\s+20d/)
+    expect(f).toMatch(/CH-ZUG-02 .* 10s\s+ok\s+20d/)
+    expect(f).toMatch(/CH-ZUG-03 .* 10s\s+-\s+20d/)
+    expect(f).toMatch(/CH-ZUG-04 .* 10s\s+10m\s+20d/)
+    // s eight times: zone, status, version, cpu, mem, disk, heartbeat, sync; S: the worst lag first.
+    await press(r.stdin, ...'ssssssss', 'S')
+    expect(r.lastFrame()).toContain('sort: sync ↓')
+    expect(idsIn(r.lastFrame())).toEqual(['CH-ZUG-04', 'CH-ZUG-01', 'CH-ZUG-02', 'CH-ZUG-03'])
+  })
+
+  it('follows the live nodes, re-rendering only when a row on screen or a count changes', async () => {
+    const many = Array.from({length: 200}, (_, i) => fleetNode({id: `CH-N${String(i).padStart(5, '0')}-01`}))
+    let map = CowMap.of(many.map((n) => [n.id, n] as const))
+    const listeners = new Set<() => void>()
+    const live: NodesFeed = {get: () => map, subscribe: (fn) => (listeners.add(fn), () => listeners.delete(fn))}
+    const change = (...ns: FleetNode[]) => {
+      map = map.with(ns.map((n) => [n.id, n] as const))
+      for (const l of listeners) l()
+    }
+    const r = mount(<Nodes {...plain} height={10} nodes={live} now={NOW} onOpen={() => {}} />)
+    await press(r.stdin)
+    const frames = r.frames.length
+    // A node far off screen changes: nothing to draw.
+    change({...many[150]!, system: {...many[150]!.system!, cpu_percent: 50}})
+    await press(r.stdin)
+    expect(r.frames.length).toBe(frames)
+    // A node on screen changes: its row is drawn again.
+    change({...many[2]!, system: {...many[2]!.system!, cpu_percent: 77}})
+    await press(r.stdin)
+    expect(r.frames.length).toBeGreaterThan(frames)
+    expect(r.lastFrame()).toMatch(/CH-N00002-01 .*77%/)
+    // Sorted by CPU (descending), a node off screen that climbs to the top moves onto the screen.
+    await press(r.stdin, 's', 's', 's', 's', 'S')
+    expect(r.lastFrame()).toContain('sort: cpu ↓')
+    expect(idsIn(r.lastFrame())[0]).toBe('CH-N00002-01')
+    change({...many[199]!, system: {...many[199]!.system!, cpu_percent: 100}})
+    await press(r.stdin)
+    expect(idsIn(r.lastFrame()).slice(0, 2)).toEqual(['CH-N00199-01', 'CH-N00002-01'])
+    // A node joins: the count says so.
+    change(fleetNode({id: 'SG-NEW-01', zone: 'SG/MAS'}))
+    await press(r.stdin)
+    expect(r.lastFrame()).toContain('201 of 201 nodes')
+  })
+
   it('drops low-value columns on a narrow terminal instead of wrapping', () => {
     const r = mount(<Nodes {...plain} width={80} nodes={byId(NODES)} now={NOW} onOpen={() => {}} />)
     const f = r.lastFrame()!
@@ -156,13 +210,34 @@ describe('Nodes', () => {
 describe('NodeDetail', () => {
   const node = fleetNode({versions: {api: 'v96.0'}})
   const images: ImageListRow[] = [imageRow({track: 'mainnet', version: 'v96.1', digest: `sha256:${'c'.repeat(64)}`}), imageRow({track: 'testnet'})]
-  function detailView(o: {readonly?: boolean; result?: ActionState; colors?: boolean} = {}) {
+  const dg = (c: string) => `sha256:${c.repeat(64)}`
+  /** What HQ's detail carries from the last heartbeat (an older HQ sends none of it). */
+  const fromHeartbeat = {
+    sync: {lag_s: 3.24, caught_up: false, outbox_backlog: 12, gaps: 0},
+    services: [
+      {name: 'api', critical: true, state: 'running', health: 'healthy' as const, digest: dg('d'), version: 'v96.0', signed: true, deprecated: false, image: 'jil/api'},
+      {name: 'cache', critical: false, state: 'exited', health: 'none' as const, digest: dg('f'), version: 'v0.9', signed: false, deprecated: false, image: null},
+      {name: 'db', critical: false, state: 'running', health: 'unhealthy' as const, digest: dg('e'), version: 'v2.1', signed: false, deprecated: true, image: 'jil/db'},
+      {name: 'worker', critical: false, state: 'missing', health: 'none' as const, digest: null, version: null, signed: false, deprecated: false, image: null},
+    ],
+    containers: {total: 4, running: 3, healthy: 1, unhealthy: 1, exited: 1, restarting: 0, other: 0},
+    agents: {
+      health: {at: ago(60), ok: true, summary: 'an older run', critical: 0, warning: 0},
+      security: {at: ago(120), ok: false, summary: '2 critical findings before the scan failed', critical: 1, warning: 2},
+    },
+    agent_version: '1.4.0',
+    state: {desired: {run_mode: 'running', config_version: 2, sequence: 4}, applied: {run_mode: 'running', sequence: 5, config_version: 1, at: ago(10)}, in_sync: false},
+    config: {desired_version: 2, applied_version: 1, desired: [{name: 'fees-ch', scope: 'zone' as const, version: 2, seq: 2, sha256: 'a'.repeat(64)}]},
+  }
+  function detailView(o: {readonly?: boolean; result?: ActionState; colors?: boolean; live?: boolean} = {}) {
     const actions: NodeAction[] = []
     let back = 0
-    const d = nodeDetail(node, {
+    const summary = o.live ? '3/4 containers running; heartbeat sent' : '1/1 containers running; heartbeat sent'
+    const d = nodeDetail(o.live ? {...node, sync: fromHeartbeat.sync} : node, {
       reports: {
-        health: {agent: 'health', node_id: node.id, started_at: ago(30), finished_at: ago(29), ok: true, summary: '1/1 containers running; heartbeat sent', findings: [], details: {containers: {total: 1, running: 1, healthy: 1, unhealthy: 0, exited: 0}}, received_at: ago(29)},
+        health: {agent: 'health', node_id: node.id, started_at: ago(30), finished_at: ago(29), ok: true, summary, findings: [], details: {containers: {total: 1, running: 1, healthy: 1, unhealthy: 0, exited: 0}}, received_at: ago(29)},
       },
+      ...(o.live ? fromHeartbeat : {}),
     })
     d.stack = {track: 'mainnet', stack: null, versions: {api: {version: 'v96.0', digest: `sha256:${'d'.repeat(64)}`, repository: 'r/jil/api', pinned_by: null, pinned_at: null}}}
     const r = mount(
@@ -170,7 +245,7 @@ describe('NodeDetail', () => {
         {...plain}
         colors={o.colors ?? false}
         nodeId={node.id}
-        node={node}
+        node={d.node}
         detail={d}
         loading={false}
         error={null}
@@ -186,15 +261,33 @@ describe('NodeDetail', () => {
     return {r, actions, back: () => back}
   }
 
-  it('shows the node, its services with digests and signature status, desired vs applied, the agents\' last results', () => {
-    const f = detailView().r.lastFrame()!
+  it('shows the node, its services with state, health, digests and signature status, event sync, desired vs applied, the agents\' last results', () => {
+    const f = detailView({live: true}).r.lastFrame()!
     expect(f).toContain('CH-ZUG-01  CH/FINMA  mainnet  operator Acme Nodes  active')
-    expect(f).toMatch(/api\s+v96\.0\s+sha256:dddddddddddd\s+unknown\s+ok/)
-    expect(f).toContain('desired vs applied: run mode running/running, sequence 4/4, config v1/v1  in sync')
-    expect(f).toContain('containers: 1 total, 1 running, 1 healthy')
-    expect(f).toMatch(/health\s+ok\s+2026-01-10T11:59:31\s+1\/1 containers running/)
+    expect(f).toContain('agent 1.4.0')
+    expect(f).toMatch(/SERVICE\s+STATE\s+HEALTH\s+VERSION\s+DIGEST\s+SIGNATURE/)
+    expect(f).toMatch(/api\*\s+running\s+healthy\s+v96\.0\s+sha256:dddddddddddd\s+signed/)
+    expect(f).toMatch(/db\s+running\s+unhealthy\s+v2\.1\s+sha256:eeeeeeeeeeee\s+deprecated/)
+    expect(f).toMatch(/cache\s+exited\s+-\s+v0\.9\s+sha256:ffffffffffff\s+unsigned/)
+    expect(f).toMatch(/worker\s+missing\s+-\s+-\s+-\s+none/)
+    expect(f).not.toContain('unknown')
+    expect(f).toContain('event sync: lag 3.2s, behind, outbox backlog 12, gaps 0')
+    expect(f).toContain('desired vs applied: run mode running/running, sequence 4/5, config v2/v1  NOT in sync')
+    expect(f).toContain('containers: 4 total, 3 running, 1 healthy, 1 unhealthy, 1 exited')
+    // The health agent's stored report, and the security agent's run the heartbeat summarised.
+    expect(f).toMatch(/health\s+ok\s+2026-01-10T11:59:31\s+-\s+3\/4 containers running/)
+    expect(f).toMatch(/security\s+FAILED\s+2026-01-10T11:58:00\s+1c 2w\s+2 critical findings before the scan failed/)
+    expect(f).toContain('config: desired v2, applied v1: fees-ch v2')
     expect(f).toContain('certificate until 2026-01-30T12:00:00.000Z (20d left)')
     expect(f).toContain('p pause')
+  })
+
+  it('falls back to versions, the stack and alerts with an HQ that sends no services', () => {
+    const f = detailView().r.lastFrame()!
+    expect(f).toMatch(/api\s+-\s+ok\s+v96\.0\s+sha256:dddddddddddd\s+unknown/)
+    expect(f).toContain('containers: 1 total, 1 running, 1 healthy')
+    expect(f).toMatch(/health\s+ok\s+2026-01-10T11:59:31\s+-\s+1\/1 containers running/)
+    expect(f).not.toContain('event sync')
   })
 
   it('asks before each action and acts only on y', async () => {
@@ -272,11 +365,27 @@ describe('Overview', () => {
   it('shows counts by status, all 13 zones, versions, sync lag, alerts and rollouts with a progress bar', () => {
     const f = mount(<Overview {...plain} height={40} data={overview(state, NOW)} />).lastFrame()!
     expect(f).toContain('5 nodes   healthy 2  degraded 0  offline 1  paused 1  revoked 1')
-    expect(f).toContain('alerts: 1 critical  1 warning  0 acked    sync lag: 1 node(s) behind, worst 1m')
+    expect(f).toContain('alerts: 1 critical  1 warning  0 acked')
+    expect(f).toContain('event sync: no node up reports it  (1 sync-lag alert)')
     for (const z of ZONES) expect(f).toContain(z)
-    expect(f).toMatch(/api\s+v95\.3 ×3\s+v97\.1 ×1/)
+    expect(f).toMatch(/api\s+v95\.3 x3\s+v97\.1 x1/)
     expect(f).toMatch(/jil\/api\s+v96\.0\s+→ CH\/FINMA\s+\[#+\.+\] 1\/4 running/)
   })
+  it('shows the fleet\'s median and worst sync lag from the nodes\' heartbeats', () => {
+    const synced = fromSnapshot(
+      snapshot({
+        nodes: [
+          fleetNode({id: 'CH-ZUG-01', sync: {lag_s: 0.3, caught_up: true}}),
+          fleetNode({id: 'CH-ZUG-02', sync: {lag_s: 0.5, caught_up: true}}),
+          fleetNode({id: 'SG-MAS-01', zone: 'SG/MAS', sync: {lag_s: 95, caught_up: false}}),
+        ],
+      }),
+    )
+    expect(mount(<Overview {...plain} height={40} data={overview(synced, NOW)} />).lastFrame()).toContain('event sync: median 0.5s, max 1m (SG-MAS-01), 1 of 3 nodes behind')
+    const caughtUp = fromSnapshot(snapshot({nodes: [fleetNode({sync: {lag_s: 0.2, caught_up: true}})]}))
+    expect(mount(<Overview {...plain} height={40} data={overview(caughtUp, NOW)} />).lastFrame()).toContain('event sync: median 0.2s, max 0.2s (CH-ZUG-01), all 1 caught up')
+  })
+
   it('keeps the telling zone columns on a narrow terminal, with no colour under NO_COLOR', () => {
     const r = mount(<Overview {...plain} width={80} height={40} data={overview(state, NOW)} />)
     expect(r.lastFrame()).toContain('OFFLINE')

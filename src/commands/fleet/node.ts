@@ -1,12 +1,17 @@
 import {JilCommand, hqFlags} from '../../base-command.js'
 import {heartbeatAge, versionsCell} from '../../cli/stack.js'
 import {keyValues, table} from '../../cli/table.js'
-import type {FleetNodeDetail} from '../../shared/api.js'
+import {shortDigest} from '../../cli/releases.js'
+import type {FleetNodeDetail, HeartbeatSync} from '../../shared/api.js'
 import {usageError} from '../../shared/errors.js'
 import {nodeArg} from './stop.js'
 import {NODE_ID_PATTERN} from '../../shared/ids.js'
 
 export type FleetNodeResult = FleetNodeDetail
+
+function syncCell(s: HeartbeatSync): string {
+  return [`lag ${Math.round(s.lag_s * 10) / 10}s`, s.caught_up ? 'caught up' : 'behind', ...(s.outbox_backlog !== undefined ? [`outbox ${s.outbox_backlog}`] : []), ...(s.gaps !== undefined ? [`gaps ${s.gaps}`] : [])].join(', ')
+}
 
 export default class FleetNode extends JilCommand {
   static override summary = 'Show one node: status, run mode, versions, last heartbeat, its agents\' last reports, desired vs applied.'
@@ -42,8 +47,27 @@ export default class FleetNode extends JilCommand {
         ['desired', desired],
         ['applied', applied],
         ['in sync', s.in_sync === null ? '-' : s.in_sync ? 'yes' : 'no'],
+        ...(n.sync ? [['event sync', syncCell(n.sync)] as [string, string]] : []),
       ]),
     )
+    // What runs, as the last heartbeat says, and whether HQ holds a signed manifest for each digest on the node's track.
+    if (n.services && n.services.length > 0) {
+      this.log('')
+      this.log(
+        table(
+          n.services.map((x) => ({...x, critical: x.critical ? 'yes' : 'no', digest: x.digest ? shortDigest(x.digest) : null, signature: x.digest === null ? null : x.signed ? 'signed' : x.deprecated ? 'deprecated' : 'UNSIGNED'})),
+          [
+            {key: 'name', header: 'service'},
+            {key: 'state', header: 'state'},
+            {key: 'health', header: 'health'},
+            {key: 'critical', header: 'critical'},
+            {key: 'version', header: 'version'},
+            {key: 'digest', header: 'digest'},
+            {key: 'signature', header: 'signature'},
+          ],
+        ),
+      )
+    }
     // Desired config (what HQ carries in the node's desired state) against what the node says it wrote.
     const c = n.config
     if (c.desired.length > 0 || c.desired_version > 0) {

@@ -5,15 +5,14 @@ import type {Db, Queryable} from '../../shared/db/types.js'
 import {JilError} from '../../shared/errors.js'
 import type {AuditLedger} from '../audit/ledger.js'
 import type {Principal} from '../auth.js'
-import {actorOf, zoneFromUrl} from '../identity/service.js'
+import {ZONES_HINT, zoneFromPath} from '../../shared/zones.js'
+import {actorOf} from '../identity/service.js'
 import type {CommandService} from './commands.js'
 
 /** Where a push goes: a zone (URL form CH_FINMA or CH/FINMA) or one node. */
 export type ConfigTarget = {zone: string} | {node: string}
 
 type DocRow = {name: string; scope: ConfigScope; version: number; seq: number; sha256: string; content: unknown; created_by: string; created_at: Date}
-
-const ZONES_HINT = 'zones: CH/FINMA, AE/FSRA, SG/MAS, US/FINCEN, GB/FCA, DE/BAFIN, JP/JFSA, BR/CVM, IN/SEBI, AU/ASIC, KR/FSC, CA/OSC, HK/SFC'
 
 /**
  * A node's effective config, as its desired state carries it: for each name, the newest node
@@ -134,7 +133,7 @@ export class ConfigService {
   /** `GET /v1/fleet/config`: a zone's current documents, or a node's effective ones. */
   async list(target: ConfigTarget): Promise<ConfigListing> {
     if ('zone' in target) {
-      const zone = zoneFromUrl(target.zone)
+      const zone = zoneFromPath(target.zone)
       if (!(await this.db.query('SELECT 1 FROM zones WHERE code = $1', [zone])).rowCount) throw new JilError('ZONE_UNKNOWN', `${zone} is not one of the zones`, {status: 404, hint: ZONES_HINT})
       const {rows} = await this.db.query<DocRow>(
         "SELECT DISTINCT ON (name) name, scope, version, seq, sha256, content, created_by, created_at FROM config_docs WHERE scope = 'zone' AND target = $1 ORDER BY name, version DESC",
@@ -156,7 +155,7 @@ export class ConfigService {
    */
   private async lockTarget(tx: Queryable, target: ConfigTarget): Promise<{target: string}> {
     if ('zone' in target) {
-      const zone = zoneFromUrl(target.zone)
+      const zone = zoneFromPath(target.zone)
       const {rowCount} = await tx.query('SELECT 1 FROM zones WHERE code = $1 FOR UPDATE', [zone])
       if (!rowCount) throw new JilError('ZONE_UNKNOWN', `${zone} is not one of the zones`, {status: 404, hint: ZONES_HINT})
       return {target: zone}

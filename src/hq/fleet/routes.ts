@@ -3,17 +3,17 @@ import type {FastifyInstance} from 'fastify'
 
 import {AgentReportSchema, HeartbeatSchema, NODE_STATUSES, type AgentReport, type Heartbeat} from '../../shared/api.js'
 import {principalOfRequest} from '../auth.js'
-import {zoneFromUrl} from '../identity/service.js'
 import {verbatimValidator} from '../validation.js'
 import type {FleetService} from './service.js'
 import {NODE_ID_PATTERN} from '../../shared/ids.js'
+import {ZONE_ANY_FORM_PATTERN, zoneFromPath} from '../../shared/zones.js'
 
 const NodeId = Type.String({pattern: NODE_ID_PATTERN.source})
 const Received = Type.Object({received_at: Type.String()})
 const NodesQuery = Type.Object(
   {
     /** CH/FINMA or the URL form CH_FINMA. */
-    zone: Type.Optional(Type.String({pattern: '^[A-Z]{2}[/_][A-Z]+$'})),
+    zone: Type.Optional(Type.String({pattern: ZONE_ANY_FORM_PATTERN.source})),
     status: Type.Optional(Type.Union(NODE_STATUSES.map((s) => Type.Literal(s)))),
     version: Type.Optional(Type.String({minLength: 1, maxLength: 64})),
   },
@@ -35,7 +35,7 @@ export function fleetRoutes(app: FastifyInstance, fleet: FleetService): void {
     {config: {access: {permission: 'fleet:read'}}, schema: {querystring: NodesQuery}},
     async (req) => ({
       nodes: await fleet.listNodes({
-        ...(req.query.zone ? {zone: zoneFromUrl(req.query.zone)} : {}),
+        ...(req.query.zone ? {zone: zoneFromPath(req.query.zone)} : {}),
         ...(req.query.status ? {status: req.query.status} : {}),
         ...(req.query.version ? {version: req.query.version} : {}),
       }),

@@ -1,4 +1,4 @@
-import type {AgentReport, FleetNode, FleetNodeDetail, Heartbeat, NodeStatus} from '../../shared/api.js'
+import type {AgentReport, FleetNode, FleetNodeDetail, Heartbeat, NodeServiceView, NodeStatus} from '../../shared/api.js'
 import {canonicalJson} from '../../shared/canonical.js'
 import type {Clock} from '../../shared/clock.js'
 import type {Db} from '../../shared/db/types.js'
@@ -68,6 +68,7 @@ export function toFleetNode(n: NodeRow, now: Date): FleetNode {
     versions,
     cert_not_after: n.cert_not_after?.toISOString() ?? null,
     system: n.heartbeat?.system ?? null,
+    sync: n.heartbeat?.sync ?? null,
   }
 }
 
@@ -158,8 +159,19 @@ export class FleetService {
     const applied = row.heartbeat && row.last_heartbeat_at
       ? {run_mode: row.heartbeat.run_mode, sequence: row.heartbeat.desired_sequence, config_version: row.heartbeat.config_version ?? 0, at: row.last_heartbeat_at.toISOString()}
       : null
+    const hb = row.heartbeat
     return {
       ...toFleetNode(row, now),
+      ...(hb
+        ? {
+            services: await this.servicesOf(hb, row.track),
+            containers: hb.containers,
+            agents: hb.agents,
+            ...(hb.consensus ? {consensus: hb.consensus} : {}),
+            agent_version: hb.agent_version,
+            heartbeat_cert: hb.cert,
+          }
+        : {}),
       reports: Object.fromEntries(reports.map((r) => [r.agent, {...r.body, received_at: r.received_at.toISOString()}])),
       state: {
         desired,
@@ -168,6 +180,24 @@ export class FleetService {
       },
       config: {desired_version: desired.config_version, applied_version: applied?.config_version ?? null, desired: await effectiveConfigRefs(this.db, id, row.zone)},
     }
+  }
+
+  /**
+   * The heartbeat's services, each with its digest's manifest on the node's track: signed when one
+   * is live, deprecated when the only one was withdrawn. One query for all of them.
+   */
+  private async servicesOf(hb: Heartbeat, track: string): Promise<NodeServiceView[]> {
+    const digests = [...new Set(hb.services.map((s) => s.digest).filter((d): d is string => d !== null))]
+    const {rows} = digests.length
+      ? await this.db.query<{digest: string; image: string; deprecated: boolean}>('SELECT digest, image, deprecated_at IS NOT NULL AS deprecated FROM manifests WHERE track = $1 AND digest = ANY($2::text[])', [track, digests])
+      : {rows: []}
+    const manifests = new Map(rows.map((r) => [r.digest, r]))
+    return [...hb.services]
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+      .map((s) => {
+        const m = s.digest === null ? undefined : manifests.get(s.digest)
+        return {...s, signed: m !== undefined && !m.deprecated, deprecated: m?.deprecated ?? false, image: m?.image ?? null}
+      })
   }
 
   /** A node speaks only for itself. */

@@ -6,6 +6,7 @@ import {parseCsr} from '../../shared/csr.js'
 import type {Db} from '../../shared/db/types.js'
 import {JilError} from '../../shared/errors.js'
 import {identityUri, isRole, type Role} from '../../shared/pki.js'
+import {zoneFromPath as zoneFromUrl, ZONES_HINT} from '../../shared/zones.js'
 import type {AuditLedger} from '../audit/ledger.js'
 import type {Principal} from '../auth.js'
 import type {CertificateAuthority, IssuedCert} from '../ca/ca.js'
@@ -29,10 +30,8 @@ export function tokenHash(token: string): string {
   return createHash('sha256').update(token).digest('hex')
 }
 
-/** URL form CH_FINMA → CH/FINMA; the / form passes through. */
-export function zoneFromUrl(z: string): string {
-  return z.replace('_', '/')
-}
+/** URL form CH_FINMA → CH/FINMA (the helper lives with the zone list in shared/zones.ts). */
+export {zoneFromUrl}
 
 /**
  * Identity and access at HQ: users, operators, node admission and join, renewal, revocation. Each
@@ -146,7 +145,7 @@ export class IdentityService {
     const expires = new Date(now.getTime() + o.ttlMs)
     const token = 'jil_join_' + randomBytes(32).toString('base64url')
     await this.db.transaction(async (tx) => {
-      if (!(await tx.query('SELECT 1 FROM zones WHERE code = $1', [zone])).rowCount) throw new JilError('ZONE_UNKNOWN', `${zone} is not one of the zones`, {status: 400, hint: 'zones: CH/FINMA, AE/FSRA, SG/MAS, US/FINCEN, GB/FCA, DE/BAFIN, JP/JFSA, BR/CVM, IN/SEBI, AU/ASIC, KR/FSC, CA/OSC, HK/SFC'})
+      if (!(await tx.query('SELECT 1 FROM zones WHERE code = $1', [zone])).rowCount) throw new JilError('ZONE_UNKNOWN', `${zone} is not one of the zones`, {status: 400, hint: ZONES_HINT})
       if (!(await tx.query('SELECT 1 FROM operators WHERE name = $1', [o.operator])).rowCount) throw new JilError('OPERATOR_UNKNOWN', `no operator ${o.operator}`, {status: 400, hint: 'register it with jil hq operator add'})
       const {rows} = await tx.query<{status: string}>('SELECT status FROM nodes WHERE id = $1 FOR UPDATE', [o.node_id])
       const status = rows[0]?.status

@@ -6,7 +6,11 @@ import type {Clock} from '../../shared/clock.js'
 export function useNow(clock: Clock, everyMs = 1000): Date {
   const [now, setNow] = useState(() => clock.now())
   useEffect(() => {
-    const t = setInterval(() => setNow(clock.now()), everyMs)
+    // The same time (a stopped or manual clock) keeps the same Date: nothing re-renders.
+    const t = setInterval(() => {
+      const next = clock.now()
+      setNow((prev) => (prev.getTime() === next.getTime() ? prev : next))
+    }, everyMs)
     return () => clearInterval(t)
   }, [clock, everyMs])
   return now

@@ -1,6 +1,7 @@
 import {Box, Text} from 'ink'
 import {useMemo, useState} from 'react'
 
+import {BROADCAST_COMMANDS} from '../../cli/broadcast.js'
 import type {CommandTarget, FleetCommand, NodeCommandName} from '../../shared/api.js'
 import {NODE_ID_PATTERN} from '../../shared/ids.js'
 import type {ActionState} from '../hooks/use-action.js'
@@ -8,7 +9,6 @@ import {broadcastResults, fit} from '../model.js'
 import type {BroadcastSent} from '../source.js'
 import {DialogLine, Hints, Line, ResultLine, tone, useDialog, useKeys, type Frame} from './common.js'
 
-export const BROADCAST_COMMANDS: readonly NodeCommandName[] = ['refresh', 'cycle', 'pause', 'resume', 'reboot']
 const TARGETS = ['all', 'zone', 'node'] as const
 
 export type BroadcastProps = Frame & {

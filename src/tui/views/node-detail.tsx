@@ -3,7 +3,7 @@ import {Box, Text} from 'ink'
 import type {AlertView} from '../../shared/alerts.js'
 import type {FleetNode} from '../../shared/api.js'
 import type {ActionState} from '../hooks/use-action.js'
-import {certDaysLeft, fit, heartbeatAgeS, memPercent, serviceRows, shortAge, statusAt, upgradeCandidates, type ImageListRow} from '../model.js'
+import {agentRows, certDaysLeft, fit, heartbeatAgeS, lagText, memPercent, serviceRows, shortAge, statusAt, upgradeCandidates, type ImageListRow, type ServiceRow} from '../model.js'
 import type {NodeDetailView} from '../source.js'
 import {DialogLine, Hints, Line, ResultLine, STATUS_COLOR, tone, useDialog, useKeys, type Frame} from './common.js'
 
@@ -36,13 +36,16 @@ const WHAT: Record<'start' | 'stop' | 'pause' | 'resume' | 'rollback', string> =
   rollback: "Roll {id} back to its previous signed versions (signed with your key)?",
 }
 
+const SIGNATURE_COLOR: Record<ServiceRow['signature'], string> = {signed: 'green', unsigned: 'red', deprecated: 'red', none: 'gray', unknown: 'gray'}
+const HEALTH_COLOR: Record<string, string> = {healthy: 'green', ok: 'green', '-': 'gray', '?': 'gray', starting: 'cyan', paused: 'blue', stopped: 'gray'}
+
 function pct(v: number | null | undefined): string {
   return v === null || v === undefined ? '-' : `${Math.round(v)}%`
 }
 
 /**
- * One node: status, resources, certificate, services (version, digest, signature, health),
- * desired vs applied, its agents' last results; actions each behind a confirmation, with the result
+ * One node: status, resources, certificate, event sync, services (container state, health, version,
+ * digest, signature), desired vs applied, its agents' last results; actions each behind a confirmation, with the result
  * line below. Read-only sessions see no actions.
  */
 export function NodeDetail(p: NodeDetailProps) {
@@ -96,12 +99,14 @@ export function NodeDetail(p: NodeDetailProps) {
 
   const status = statusAt(n, now)
   const days = certDaysLeft(n, now)
-  const services = serviceRows(n, detail?.stack ?? null, p.images, p.alerts, now)
-  const reports = d ? Object.values(d.reports) : []
+  const services = serviceRows(n, d, detail?.stack ?? null, p.images, p.alerts, now)
+  const agents = d ? agentRows(d) : []
+  // The heartbeat's counts; from an older HQ, those the health agent's report carries.
   const health = d?.reports.health
-  const containers = health && typeof health.details.containers === 'object' && health.details.containers !== null ? (health.details.containers as Record<string, number>) : null
+  const containers = d?.containers ?? (health && typeof health.details.containers === 'object' && health.details.containers !== null ? (health.details.containers as Record<string, number>) : null)
   const s = d?.state
-  const cw = {service: 16, version: 10, digest: 21, signature: 10}
+  const sync = n.sync ?? null
+  const cw = {service: 14, state: 9, health: 9, version: 9, digest: 19}
 
   return (
     <Box flexDirection="column" width={width}>
@@ -112,7 +117,7 @@ export function NodeDetail(p: NodeDetailProps) {
         {`  run mode ${n.run_mode}  ${n.last_heartbeat_at === null ? 'no heartbeat yet' : `heartbeat ${shortAge(heartbeatAgeS(n, now))} ago`}`}
       </Text>
       <Line width={width} color={days !== null && days < 10 ? tone(colors, days < 7 ? 'red' : 'yellow') : undefined}>
-        {`certificate until ${n.cert_not_after ?? '-'}${days === null ? '' : days < 0 ? ' (expired)' : ` (${days}d left)`}   CPU ${pct(n.system?.cpu_percent)}  MEM ${pct(memPercent(n))}  DISK ${pct(n.system?.disk_percent)}`}
+        {`certificate until ${n.cert_not_after ?? '-'}${days === null ? '' : days < 0 ? ' (expired)' : ` (${days}d left)`}   CPU ${pct(n.system?.cpu_percent)}  MEM ${pct(memPercent(n))}  DISK ${pct(n.system?.disk_percent)}${d?.agent_version ? `   agent ${d.agent_version}` : ''}`}
       </Line>
       <Line width={width}>
         {s
@@ -123,29 +128,39 @@ export function NodeDetail(p: NodeDetailProps) {
               ? `detail: ${p.error}`
               : ''}
       </Line>
-      <Line width={width} bold>{`  ${fit('SERVICE', cw.service)}  ${fit('VERSION', cw.version)}  ${fit('DIGEST', cw.digest)}  ${fit('SIGNATURE', cw.signature)}  HEALTH`}</Line>
+      {sync && (
+        <Line width={width} color={sync.caught_up ? undefined : tone(colors, 'yellow')}>
+          {`event sync: lag ${lagText(sync.lag_s)}, ${sync.caught_up ? 'caught up' : 'behind'}${sync.outbox_backlog !== undefined ? `, outbox backlog ${sync.outbox_backlog}` : ''}${sync.gaps !== undefined ? `, gaps ${sync.gaps}` : ''}`}
+        </Line>
+      )}
+      <Line width={width} bold>{`  ${fit('SERVICE', cw.service)}  ${fit('STATE', cw.state)}  ${fit('HEALTH', cw.health)}  ${fit('VERSION', cw.version)}  ${fit('DIGEST', cw.digest)}  SIGNATURE`}</Line>
       {services.length === 0 && <Line width={width}>{'  no services reported yet'}</Line>}
       {services.map((r) => (
         <Text key={r.service} wrap="truncate">
-          {`  ${fit(r.service, cw.service)}  ${fit(r.version ?? '-', cw.version)}  ${fit(r.digest ? r.digest.slice(0, 19) : '?', cw.digest)}  `}
-          <Text color={tone(colors, r.signature === 'signed' ? 'green' : r.signature === 'unknown' ? 'gray' : 'red')}>{fit(r.signature, cw.signature)}</Text>
+          {`  ${fit(`${r.service}${r.critical ? '*' : ''}`, cw.service)}  `}
+          <Text color={tone(colors, r.state === null ? 'gray' : r.state === 'running' ? 'green' : r.critical ? 'red' : 'yellow')}>{fit(r.state ?? '-', cw.state)}</Text>
           {'  '}
-          <Text color={tone(colors, r.health === 'ok' ? 'green' : r.health === '?' ? 'gray' : 'yellow')}>{r.health}</Text>
+          <Text color={tone(colors, HEALTH_COLOR[r.health] ?? 'yellow')}>{fit(r.health, cw.health)}</Text>
+          {`  ${fit(r.version ?? '-', cw.version)}  ${fit(r.digest ? r.digest.slice(0, 19) : '-', cw.digest)}  `}
+          <Text color={tone(colors, SIGNATURE_COLOR[r.signature])}>{r.signature}</Text>
         </Text>
       ))}
+      {services.some((r) => r.critical) && <Line width={width} color={tone(colors, 'gray')}>{'  * critical: down or unhealthy makes the node degraded'}</Line>}
       {containers && (
-        <Line width={width}>{`containers: ${containers.total ?? 0} total, ${containers.running ?? 0} running, ${containers.healthy ?? 0} healthy, ${containers.unhealthy ?? 0} unhealthy, ${containers.exited ?? 0} exited (health agent, ${health!.finished_at})`}</Line>
+        <Line width={width}>{`containers: ${containers.total ?? 0} total, ${containers.running ?? 0} running, ${containers.healthy ?? 0} healthy, ${containers.unhealthy ?? 0} unhealthy, ${containers.exited ?? 0} exited`}</Line>
       )}
-      {reports.length > 0 && <Line width={width} bold>{'  AGENT        RESULT  FINISHED              SUMMARY'}</Line>}
-      {reports.map((r) => (
+      {agents.length > 0 && <Line width={width} bold>{'  AGENT        RESULT  FINISHED              FINDINGS  SUMMARY'}</Line>}
+      {agents.map((r) => (
         <Text key={r.agent} wrap="truncate">
           {`  ${fit(r.agent, 11)}  `}
           <Text color={tone(colors, r.ok ? 'green' : 'red')}>{fit(r.ok ? 'ok' : 'FAILED', 6)}</Text>
-          {`  ${fit(r.finished_at.slice(0, 19), 20)}  ${r.summary}${r.findings.length ? ` (${r.findings.length} finding${r.findings.length === 1 ? '' : 's'})` : ''}`}
+          {`  ${fit(r.at.slice(0, 19), 20)}  `}
+          <Text color={r.critical > 0 ? tone(colors, 'red') : r.warning > 0 ? tone(colors, 'yellow') : undefined}>{fit(r.critical + r.warning === 0 ? '-' : `${r.critical}c ${r.warning}w`, 8)}</Text>
+          {`  ${r.summary}`}
         </Text>
       ))}
-      {d && d.config.desired.length > 0 && (
-        <Line width={width}>{`config: desired v${d.config.desired_version}, applied ${d.config.applied_version === null ? '-' : `v${d.config.applied_version}`}: ${d.config.desired.map((c) => `${c.name} v${c.version}`).join(', ')}`}</Line>
+      {d && (d.config.desired.length > 0 || d.config.desired_version > 0) && (
+        <Line width={width}>{`config: desired v${d.config.desired_version}, applied ${d.config.applied_version === null ? '-' : `v${d.config.applied_version}`}${d.config.desired.length ? `: ${d.config.desired.map((c) => `${c.name} v${c.version}`).join(', ')}` : ''}`}</Line>
       )}
       <DialogLine dialog={dialogs.dialog} colors={colors} width={width} />
       <ResultLine state={p.result} colors={colors} width={width} />
