@@ -4,6 +4,7 @@ import type {Heartbeat} from '../../shared/api.js'
 import type {Clock} from '../../shared/clock.js'
 import {LOCKS, type Db} from '../../shared/db/types.js'
 import {JilError} from '../../shared/errors.js'
+import {PassLoop} from '../../shared/loop.js'
 
 export type HeartbeatIngestOptions = {
   /** A batch is flushed as soon as it holds this many heartbeats (default 200). */
@@ -258,9 +259,7 @@ export type HeartbeatRetentionOptions = {
  * flight joins it instead of starting another; stop() waits for the run in flight.
  */
 export class HeartbeatRetention {
-  private timer: NodeJS.Timeout | undefined
-  private running: Promise<number> | undefined
-  private stopped = false
+  private readonly loop: PassLoop<number>
   readonly retentionMs: number
 
   constructor(
@@ -269,27 +268,20 @@ export class HeartbeatRetention {
     private readonly opts: HeartbeatRetentionOptions = {},
   ) {
     this.retentionMs = opts.retentionMs ?? 24 * 3_600_000
+    this.loop = new PassLoop(() => this.run(), {everyMs: opts.everyMs ?? 5 * 60_000, overlap: 'join', ...(opts.onError ? {onError: opts.onError} : {})})
   }
 
   start(): void {
-    this.stopped = false
-    this.timer = setInterval(() => {
-      void this.prune().catch((err: unknown) => this.opts.onError?.(err))
-    }, this.opts.everyMs ?? 5 * 60_000)
-    this.timer.unref()
+    this.loop.start()
   }
 
   /** Deletes what is older than the retention period; returns the rows deleted (0 when another replica holds the lock). */
   prune(): Promise<number> {
-    this.running ??= this.run().finally(() => (this.running = undefined))
-    return this.running
+    return this.loop.tick()
   }
 
   async stop(): Promise<void> {
-    this.stopped = true
-    clearInterval(this.timer)
-    this.timer = undefined
-    await this.running?.catch(() => 0)
+    await this.loop.stop()
   }
 
   private async run(): Promise<number> {
@@ -299,7 +291,7 @@ export class HeartbeatRetention {
       const cutoff = new Date(this.clock.now().getTime() - this.retentionMs)
       const batch = this.opts.batch ?? 5000
       let total = 0
-      while (!this.stopped) {
+      while (!this.loop.stopped) {
         const {rowCount} = await lock.session.query(
           `DELETE FROM node_heartbeat_history WHERE ctid = ANY (ARRAY(
              SELECT ctid FROM node_heartbeat_history WHERE received_at < $1 ORDER BY received_at LIMIT $2))`,
