@@ -7,9 +7,9 @@ import {join} from 'node:path'
 import {JilError, messageOf, systemCode} from '../shared/errors.js'
 import {writeFileAtomic} from '../shared/files.js'
 import {verifyManifest, type ImageManifest, type TrustedKey} from '../shared/manifest.js'
-import {serviceSpecHash, type DesiredService} from '../shared/stack.js'
+import type {DesiredService} from '../shared/stack.js'
 import {nodePath} from './config.js'
-import {LABELS, type ContainerDetails, type ContainerHealth, type ContainerState, type ManagedContainer, type PruneResult, type Runtime} from './runtime.js'
+import {LABELS, serviceLabels, type ContainerDetails, type ContainerHealth, type ContainerState, type ManagedContainer, type PruneResult, type Runtime} from './runtime.js'
 import {STATE_FILES} from './state.js'
 
 /**
@@ -145,14 +145,7 @@ export class ProcessRuntime implements Runtime {
     if (!this.images.has(image)) throw new JilError('DOCKER_NOT_FOUND', `create ${name}: no such image ${image}`, {hint: 'pull it first'})
     this.assertFreeName(name)
     const id = randomBytes(32).toString('hex')
-    const labels: Record<string, string> = {
-      [LABELS.node]: nodeId,
-      [LABELS.service]: s.name,
-      [LABELS.spec]: serviceSpecHash(s),
-      [LABELS.digest]: s.digest,
-      [LABELS.version]: s.version,
-      [LABELS.critical]: String(s.critical),
-    }
+    const labels = serviceLabels(nodeId, s)
     this.containers.set(id, {id, name, nodeId, service: s, image, labels, state: 'created', health: 'none', pid: null, startedAt: null, finishedAt: null, exitCode: null, restartCount: 0})
     await mkdir(this.workDir(id), {recursive: true, mode: 0o700})
     await this.persist()

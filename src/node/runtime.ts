@@ -77,6 +77,18 @@ export interface Runtime {
   pruneVolumes(nodeId: string): Promise<PruneResult>
 }
 
+/** The labels of a node's service container: what list(), the reconciler and prunes select and compare by. */
+export function serviceLabels(nodeId: string, s: DesiredService): Record<string, string> {
+  return {
+    [LABELS.node]: nodeId,
+    [LABELS.service]: s.name,
+    [LABELS.spec]: serviceSpecHash(s),
+    [LABELS.digest]: s.digest,
+    [LABELS.version]: s.version,
+    [LABELS.critical]: String(s.critical),
+  }
+}
+
 /** The container name of a node's service: `jil-ch-zug-01-api`. */
 export function containerName(nodeId: string, service: string): string {
   return `jil-${nodeId.toLowerCase()}-${service}`
@@ -233,14 +245,7 @@ export class DockerRuntime implements Runtime {
       exposed[key] = {}
       ;(bindings[key] ??= []).push({...(hostIp ? {HostIp: hostIp} : {}), HostPort: hostPort})
     }
-    const labels: Record<string, string> = {
-      [LABELS.node]: nodeId,
-      [LABELS.service]: s.name,
-      [LABELS.spec]: serviceSpecHash(s),
-      [LABELS.digest]: s.digest,
-      [LABELS.version]: s.version,
-      [LABELS.critical]: String(s.critical),
-    }
+    const labels = serviceLabels(nodeId, s)
     for (const m of s.mounts ?? []) {
       // Named volumes are created with the node's label, so maintenance prunes only this node's.
       if (m.type === 'volume' && m.source) {
