@@ -20,7 +20,6 @@ import {hqPath, readHqConfig, readHqKeys} from '../src/hq/datadir.js'
 import {initHq} from '../src/hq/init.js'
 import {openHqDb} from '../src/hq/store/index.js'
 import {systemClock} from '../src/shared/clock.js'
-import {LOCKS} from '../src/shared/db/types.js'
 import {fileSigner} from '../src/shared/signing.js'
 import {opt} from './lib/args.js'
 
@@ -90,12 +89,7 @@ async function seed(dataDir: string): Promise<void> {
       })
       await db.transaction((tx) => ledger.appendMany(tx, batch))
     }
-    const lock = await db.advisoryLock(LOCKS.auditSequencer)
-    try {
-      await ledger.sequence(lock)
-    } finally {
-      await lock.release()
-    }
+    await ledger.sequenceNow()
     await ledger.checkpoint()
   } finally {
     await db.close()

@@ -10,6 +10,7 @@ import {ProcessRuntime, signedByPinnedKeys} from '../node/runtime-process.js'
 import {defaultProfilePath, readBundle, writeBundle} from '../shared/bundle.js'
 import type {Clock} from '../shared/clock.js'
 import {JilError, messageOf} from '../shared/errors.js'
+import {withinMs} from '../shared/loop.js'
 import {exists, lockFile, writeFileAtomic, type FileLock} from '../shared/files.js'
 import {hardwareReport} from '../node/hardware.js'
 import {connectAs, ensureDemoRelease, ensureHq, ensureUsers, updateHqConfig} from './hq.js'
@@ -276,14 +277,11 @@ export async function startDev(o: DevOptions): Promise<RunningDev> {
 
 /** undefined when the engine answers within `ms`, else why not. */
 async function pingWithin(rt: DockerRuntime, ms: number): Promise<string | undefined> {
-  let timer: NodeJS.Timeout | undefined
   try {
-    await Promise.race([rt.ping(), new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)))])
+    await withinMs(rt.ping(), ms, 'the engine')
     return undefined
   } catch (err) {
     return messageOf(err)
-  } finally {
-    clearTimeout(timer)
   }
 }
 

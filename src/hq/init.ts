@@ -4,7 +4,7 @@ import {basename, dirname, join} from 'node:path'
 
 import {defaultProfilePath, writeBundle, type UserBundle} from '../shared/bundle.js'
 import type {Clock} from '../shared/clock.js'
-import {LOCKS, type Db} from '../shared/db/types.js'
+import type {Db} from '../shared/db/types.js'
 import {JilError, messageOf, systemCode} from '../shared/errors.js'
 import {exists, writeSecret} from '../shared/files.js'
 import {fileSigner, generateEd25519Key} from '../shared/signing.js'
@@ -136,12 +136,7 @@ export async function initHq(o: HqInitOptions): Promise<HqInitResult> {
         details: {ca_fingerprint: caPair.fingerprint, signing_key_id: signing.keyId, checkpoint_key_id: checkpointKey.keyId, hostnames, admin: 'admin', admin_cert_serial: admin.serial},
       })
     })
-    const lock = await db.advisoryLock(LOCKS.auditSequencer)
-    try {
-      await ledger.sequence(lock)
-    } finally {
-      await lock.release()
-    }
+    await ledger.sequenceNow()
     await ledger.checkpoint()
     await db.close()
     db = undefined

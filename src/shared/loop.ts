@@ -113,3 +113,14 @@ export class Pause {
     else this.pending = true
   }
 }
+
+/** `work`, or a rejection saying `what` took longer than `ms` (the work itself goes on; its failure is ignored). */
+export async function withinMs<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  work.catch(() => {})
+  try {
+    return await Promise.race([work, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms)))])
+  } finally {
+    clearTimeout(timer)
+  }
+}

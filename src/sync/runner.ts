@@ -5,7 +5,7 @@ import type {Logger} from 'pino'
 
 import type {Clock} from '../shared/clock.js'
 import {JilError, messageOf} from '../shared/errors.js'
-import {Pause} from '../shared/loop.js'
+import {Pause, withinMs} from '../shared/loop.js'
 import {writeFileAtomic} from '../shared/files.js'
 import {openPg} from '../shared/db/pg.js'
 import type {Db} from '../shared/db/types.js'
@@ -166,7 +166,6 @@ export async function startSync(o: SyncRunnerOptions): Promise<SyncRunner> {
       counters.status_dropped++
       return {published: false, reason: error ? `the bus is unreachable (${error})` : 'the bus session is not up yet'}
     }
-    let timer: NodeJS.Timeout | undefined
     const timeoutMs = o.statusPublishTimeoutMs ?? 5000
     const send = (async () => {
       const ready = (statusTopicReady ??= t.ensureTopics([{name: TOPICS.fleetStatus, partitions: o.settings.partitions}]))
@@ -189,20 +188,12 @@ export async function startSync(o: SyncRunnerOptions): Promise<SyncRunner> {
       await t.produce([{topic: TOPICS.fleetStatus, key: o.nodeId, value: encodeEnvelope(env), id: env.event_id}])
     })()
     try {
-      await Promise.race([
-        send,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`the bus did not take it within ${timeoutMs} ms`)), timeoutMs)
-        }),
-      ])
+      await withinMs(send, timeoutMs, 'the bus')
       counters.status_published++
       return {published: true}
     } catch (err) {
-      send.catch(() => {})
       counters.status_dropped++
       return {published: false, reason: messageOf(err)}
-    } finally {
-      clearTimeout(timer)
     }
   }
 

@@ -1,6 +1,6 @@
 import {afterEach, describe, expect, it, vi} from 'vitest'
 
-import {Pause, PassLoop} from '../../src/shared/loop.js'
+import {Pause, PassLoop, withinMs} from '../../src/shared/loop.js'
 
 /** A pass that waits until the test lets it finish, counting how many ran. */
 function gatedPass() {
@@ -119,5 +119,13 @@ describe('Pause', () => {
     expect(woke).toBe(true)
     p.wake()
     await p.sleep(60_000) // returns at once: the wake was kept
+  })
+})
+
+describe('withinMs', () => {
+  it('gives the work its result, or refuses once the time is up', async () => {
+    await expect(withinMs(Promise.resolve(7), 1000, 'the engine')).resolves.toBe(7)
+    await expect(withinMs(new Promise(() => {}), 5, 'the bus')).rejects.toThrow('the bus did not answer within 5 ms')
+    await expect(withinMs(Promise.reject(new Error('refused')), 1000, 'the bus')).rejects.toThrow('refused')
   })
 })

@@ -158,6 +158,19 @@ export class AuditLedger {
     return this.running
   }
 
+  /**
+   * Where no sequencer loop runs (hq init, tools, tests): waits for the sequencer's lock, sequences
+   * everything committed so far, and lets the lock go.
+   */
+  async sequenceNow(): Promise<number> {
+    const lock = await this.db.advisoryLock(LOCKS.auditSequencer)
+    try {
+      return await this.sequence(lock)
+    } finally {
+      await lock.release()
+    }
+  }
+
   private async sequenceAll(lock: AdvisoryLock): Promise<number> {
     let total = 0
     for (;;) {
