@@ -1,3 +1,5 @@
+import {once} from 'node:events'
+
 import {Flags} from '@oclif/core'
 
 import {JilCommand} from '../base-command.js'
@@ -27,13 +29,15 @@ export default class Dev extends JilCommand {
       import('node:path'),
       import('node:os'),
     ])
+    // Bad input is refused before anything is opened.
+    const listen = flags.listen ? parseListen(flags.listen) : undefined
     const dataDir = resolve(flags['data-dir'] ?? join(process.env.XDG_STATE_HOME || join(homedir(), '.local', 'state'), 'jil', 'dev'))
     const logFile = join(dataDir, 'logs', 'dev.log')
     // HQ's and the daemons' JSON logs go to a file: the terminal keeps the few lines meant for people.
-    const log = pino(
-      {level: process.env.JIL_LOG_LEVEL ?? 'info', redact: {paths: ['*.key', '*.token', '*.secret', '*.password', '*.database_url'], censor: '[redacted]'}},
-      pino.destination({dest: logFile, mkdir: true, sync: false}),
-    )
+    const destination = pino.destination({dest: logFile, mkdir: true, sync: false})
+    // Opened before anything can fail: an exit while the file is still opening makes pino throw on its way out.
+    await once(destination, 'ready')
+    const log = pino({level: process.env.JIL_LOG_LEVEL ?? 'info', redact: {paths: ['*.key', '*.token', '*.secret', '*.password', '*.database_url'], censor: '[redacted]'}}, destination)
     const stop = new AbortController()
     // The first Ctrl-C stops the fleet in order; from then on a second one quits at once (the default).
     const onSignal = () => {
@@ -49,7 +53,7 @@ export default class Dev extends JilCommand {
         dataDir,
         nodes: flags.nodes,
         docker: flags.docker as 'auto' | 'on' | 'off',
-        listen: flags.listen ? parseListen(flags.listen) : undefined,
+        listen,
         databaseUrl: flags['database-url'],
         clock: systemClock,
         version: this.config.version,
