@@ -1,4 +1,5 @@
 import chalk from 'chalk'
+import {createRequire} from 'node:module'
 import {render} from 'ink-testing-library'
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 
@@ -18,6 +19,12 @@ import {alertView, eventually, fleetCommand, fleetNode, imageRow, KEY, nodeDetai
 
 // ink colours through chalk, which finds no terminal under vitest and would drop every colour: force
 // it on, so that a frame without escapes proves the view passed no colour (NO_COLOR), not chalk.
+// The scheduler react-reconciler renders ink's root with (ink's dependency, one copy in node_modules).
+const scheduler = createRequire(import.meta.url)('scheduler') as {
+  unstable_scheduleCallback: (priority: number, task: () => void) => unknown
+  unstable_NormalPriority: number
+}
+
 const chalkLevel = chalk.level
 beforeAll(() => {
   chalk.level = 1
@@ -105,6 +112,27 @@ describe('Nodes', () => {
     // The five keys drain one per turn of the event loop: on a busy machine that takes more turns than press() waits.
     await eventually(() => opened.length > 0, 'Enter to open a node')
     expect(opened).toEqual(['CH-ZUG-02'])
+  })
+
+  it('acts on each key with what the one before drew while React\'s scheduler is busy', async () => {
+    // React renders ink's root from scheduler tasks (setImmediate). A task that runs past the
+    // scheduler's 5 ms slice makes it yield, and the render of the last key then comes after the
+    // next timer: keys drained by timers would act on a stale screen (seen once in CI). A busy task
+    // that keeps rescheduling itself makes that happen on every key.
+    const opened: string[] = []
+    let busyRuns = 0
+    const busy = () => {
+      const until = performance.now() + 8
+      while (performance.now() < until);
+      busyRuns++
+      if (opened.length === 0 && busyRuns < 500) scheduler.unstable_scheduleCallback(scheduler.unstable_NormalPriority, busy)
+    }
+    const r = mount(<Nodes {...plain} nodes={byId(NODES)} now={NOW} onOpen={(id) => opened.push(id)} />)
+    scheduler.unstable_scheduleCallback(scheduler.unstable_NormalPriority, busy)
+    r.stdin.write(KEY.down + KEY.down + KEY.down + KEY.up + KEY.enter)
+    await eventually(() => opened.length > 0, 'Enter to open a node', 10_000)
+    expect(opened).toEqual(['CH-ZUG-02'])
+    expect(busyRuns).toBeGreaterThan(1)
   })
 
   it('sorts with s (next column) and S (reverse)', async () => {

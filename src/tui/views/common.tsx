@@ -60,42 +60,32 @@ export type KeyHandler = (input: string, key: Key) => boolean | void
 export const KeyRouter = createContext<((handler: KeyHandler | null) => void) | null>(null)
 
 /**
- * Keys from ink, handed to `handler` one at a time with a render between them. Ink emits every key
- * of one terminal read (Down and Enter typed fast, a held arrow) in a row, before React has drawn the
- * state the first one made; a handler would then act on a screen the user no longer sees (Enter
- * opening the row above the cursor). So keys wait in a queue that drains one key per timer turn:
- * React renders an update made outside ink's input batch from a microtask or an immediate, both of
- * which run before the next timer. The pending drain is this hook's one timer; `handler` is always
- * the last render's.
+ * Keys from ink, handed to `handler` one at a time, each after React has committed what the one
+ * before it changed. Ink emits every key of one terminal read (Down and Enter typed fast, a held
+ * arrow) in a row, before React has drawn the state the first one made; a handler would then act on
+ * a screen the user no longer sees (Enter opening the row above the cursor). So keys wait in a queue,
+ * and every key taken from it also bumps `turn`: the key's own state changes and the bump render
+ * together, and the effect of that commit takes the next key with the handler of that render. This
+ * holds however React schedules its work (react-reconciler 0.33 renders ink's "legacy" root
+ * concurrently, from a scheduler task that a busy machine can push behind a timer).
  */
 export function useQueuedInput(handler: (input: string, key: Key) => void, isActive: boolean): void {
   const ref = useRef(handler)
   ref.current = handler
   const queue = useRef<[string, Key][]>([])
-  const timer = useRef<ReturnType<typeof setTimeout> | null>(null)
-  useEffect(
-    () => () => {
-      if (timer.current) clearTimeout(timer.current)
-      timer.current = null
-      queue.current = []
-    },
-    [],
-  )
-  const drain = useCallback(() => {
-    timer.current = null
+  const [turn, setTurn] = useState(0)
+  useEffect(() => {
     const next = queue.current.shift()
     if (!next) return
     ref.current(next[0], next[1])
-    if (queue.current.length > 0) timer.current = setTimeout(drain, 0)
-  }, [])
+    if (queue.current.length > 0) setTurn((t) => t + 1)
+  }, [turn])
+  useEffect(() => () => void (queue.current = []), [])
   useInput(
-    useCallback(
-      (input: string, key: Key) => {
-        queue.current.push([input, key])
-        timer.current ??= setTimeout(drain, 0)
-      },
-      [drain],
-    ),
+    useCallback((input: string, key: Key) => {
+      queue.current.push([input, key])
+      if (queue.current.length === 1) setTurn((t) => t + 1)
+    }, []),
     {isActive},
   )
 }
