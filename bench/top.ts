@@ -5,13 +5,17 @@
 // Nodes sorted by id, where most heartbeats touch no row on screen; Overview):
 //   - frame: from what caused a frame (an update of the feed, or the once-a-second clock that ages
 //     every row) until ink has rendered it (goal < 16 ms), in wall time and in CPU time (the wall
-//     time includes waiting for a core when other work shares the machine). An update that changes nothing on screen
-//     causes no frame at all: it is counted as skipped (none drawn within ink's 33 ms throttle);
+//     time includes waiting for a core when other work shares the machine). Frames whose cause came
+//     within ink's 33 ms throttle of the frame before wait for it by design: they are counted apart
+//     (held), with their latency, and left out of the frame figures, which would otherwise measure
+//     the throttle. ink's own time per render (layout, output, write) is reported too. An update
+//     that changes nothing on screen causes no frame at all: it is counted as skipped (none drawn
+//     within ink's throttle);
 //   - the process's CPU time (feed, React, ink, GC and the bench's own heartbeat generator);
 //   - while streaming, how long a key (↓) takes to reach the screen;
 //   - memory (RSS, heap) at the end and at peak.
 //
-//   npm run bench -- top [--nodes N] [--rate HEARTBEATS_PER_S] [--secs S]
+//   npm run bench -- top [--nodes N] [--rate HEARTBEATS_PER_S] [--secs S] [--only nodes|nodes_by_id|overview]
 //
 // React runs its production build, as `jil top` does (NODE_ENV=production unless set; the bench
 // restarts itself with it when needed, since react reads it when first loaded).
@@ -38,6 +42,7 @@ const BENCH = 'top'
 const NODES = opt('nodes', 10_000)
 const RATE = opt('rate', 100)
 const SECS = opt('secs', 10)
+const ONLY = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined
 const COLUMNS = 120
 const ROWS = 40
 
@@ -73,7 +78,7 @@ function makeNode(i: number, now: Date): FleetNode {
   }
 }
 
-type Run = {frames: number[]; frameCpu: number[]; keys: number[]; updates: number; skipped: number; heartbeats: number; peakRss: number; cpuMs: number}
+type Run = {frames: number[]; frameCpu: number[]; held: number[]; ink: number[]; keys: number[]; updates: number; skipped: number; heartbeats: number; peakRss: number; cpuMs: number}
 
 /** Ink draws at most every 33 ms (30 fps): an update drawn later than that after the last frame waits for it. */
 const INK_THROTTLE_MS = 34
@@ -115,17 +120,22 @@ async function runView(scenario: Scenario, nodes: FleetNode[]): Promise<Run> {
   let causeCpu: NodeJS.CpuUsage | null = null
   const cpuNow = () => process.cpuUsage()
   let lastRenderAt = -Infinity
-  const run: Run = {frames: [], frameCpu: [], keys: [], updates: 0, skipped: 0, heartbeats: 0, peakRss: 0, cpuMs: 0}
+  const run: Run = {frames: [], frameCpu: [], held: [], ink: [], keys: [], updates: 0, skipped: 0, heartbeats: 0, peakRss: 0, cpuMs: 0}
   let measuring = false
-  const onRender = () => {
+  const onRender = ({renderTime}: {renderTime: number}) => {
     const t = performance.now()
+    const prevRenderAt = lastRenderAt
     lastRenderAt = t
+    if (measuring) run.ink.push(renderTime)
     const cause = pendingUpdate !== null && pendingTick !== null ? Math.min(pendingUpdate, pendingTick) : (pendingUpdate ?? pendingTick)
     if (cause !== null && measuring) {
-      run.frames.push(t - cause)
-      if (causeCpu) {
-        const c = process.cpuUsage(causeCpu)
-        run.frameCpu.push((c.user + c.system) / 1000)
+      if (cause - prevRenderAt < INK_THROTTLE_MS) run.held.push(t - cause)
+      else {
+        run.frames.push(t - cause)
+        if (causeCpu) {
+          const c = process.cpuUsage(causeCpu)
+          run.frameCpu.push((c.user + c.system) / 1000)
+        }
       }
     }
     if (pendingKey !== null && measuring) run.keys.push(t - pendingKey)
@@ -226,16 +236,26 @@ async function main(): Promise<void> {
   note(`react ${process.env.NODE_ENV} build; ${NODES} nodes, ${RATE} heartbeats/s, ${SECS} s per view, ${COLUMNS}×${ROWS}`)
   const now = new Date()
   const nodes = Array.from({length: NODES}, (_, i) => makeNode(i, now))
-  for (const scenario of SCENARIOS) {
+  const scenarios = SCENARIOS.filter((s) => ONLY === undefined || s.name === ONLY)
+  if (scenarios.length === 0) throw new Error(`--only wants one of ${SCENARIOS.map((s) => s.name).join(', ')}`)
+  for (const scenario of scenarios) {
     const r = await runView(scenario, nodes)
     const name = scenario.name
     emit(`${name}_frame_p50`, pct(r.frames, 50), 'ms')
+    emit(`${name}_frame_p90`, pct(r.frames, 90), 'ms')
     emit(`${name}_frame_p99`, pct(r.frames, 99), 'ms')
+    if (process.env.JIL_BENCH_FRAMES) note(`${name} frames: ${r.frames.map((f, i) => `${f.toFixed(1)}/${r.frameCpu[i]?.toFixed(1)}`).join(' ')}`)
     emit(`${name}_frame_max`, Math.max(...r.frames), 'ms')
     // The same frames in CPU time (the process's, all threads: GC helpers included).
     emit(`${name}_frame_cpu_p50`, pct(r.frameCpu, 50), 'ms')
     emit(`${name}_frame_cpu_p99`, pct(r.frameCpu, 99), 'ms')
     emit(`${name}_frames`, r.frames.length / SECS, '1/s')
+    // Frames that waited for ink's throttle, and their latency from cause to screen (the wait included).
+    emit(`${name}_frames_held`, r.held.length / SECS, '1/s')
+    emit(`${name}_held_latency_p50`, pct(r.held, 50), 'ms')
+    // ink's own time per render: layout, output and the write to the terminal (React's work before it not included).
+    emit(`${name}_ink_render_p50`, pct(r.ink, 50), 'ms')
+    emit(`${name}_ink_render_p99`, pct(r.ink, 99), 'ms')
     emit(`${name}_updates`, r.updates / SECS, '1/s')
     // Updates that changed nothing on screen: no React commit, so no ink render.
     emit(`${name}_updates_skipped`, r.skipped / SECS, '1/s')

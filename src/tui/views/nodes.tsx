@@ -36,15 +36,17 @@ type RowProps = {node: FleetNode; selected: boolean; columns: readonly NodeColum
  * size of every distinct text it lays out, for good (its measure-text cache is never emptied), and a
  * whole row (ages, CPU, …) is a new string nearly every second, which would grow that cache without
  * end on a dashboard left open for days. A cell's text comes from a small set of values.
+ * Columns are chosen to fit the width, so a row needs no clipping box (ink slices every line it
+ * clips, each frame); a terminal narrower than one column truncates the cell instead of wrapping it.
  */
 const NodeRow = memo(function NodeRow({node, selected, columns, now, colors}: RowProps) {
   const cells = nodeCells(node, now)
   const inverse = colors && selected
   return (
-    <Box height={1} overflow="hidden">
+    <Box height={1}>
       <Text inverse={inverse}>{selected ? '> ' : '  '}</Text>
       {columns.map((c, j) => (
-        <Text key={c.key} inverse={inverse} {...(c.key === 'status' ? {color: tone(colors, STATUS_COLOR[cells.status as keyof typeof STATUS_COLOR])} : {})}>
+        <Text key={c.key} wrap="truncate" inverse={inverse} {...(c.key === 'status' ? {color: tone(colors, STATUS_COLOR[cells.status as keyof typeof STATUS_COLOR])} : {})}>
           {fit(cells[c.key], c.width, c.align) + (j < columns.length - 1 ? ' '.repeat(COLUMN_GAP) : '')}
         </Text>
       ))}
