@@ -50,11 +50,15 @@ describe.runIf(HAVE_REGISTRY)('the alert engine walks HQ\'s registry for unsigne
   const alert = async (d: string, state?: AlertView['state']) => (await as('vera').alerts(state ? {state} : {})).alerts.find((a) => a.fingerprint === fingerprint(d))
   const registryOpen = async () => (await as('vera').alerts()).alerts.filter((a) => a.subject.startsWith('registry:')).map((a) => a.fingerprint).sort()
   const scans = async (outcome: 'ok' | 'failed') => Number(new RegExp(`jil_hq_alert_registry_scans_total\\{outcome="${outcome}"\\} (\\d+)`).exec(await as('vera').request<string>('GET', '/metrics'))?.[1])
-  /** The next walk is due, the tick starts it, the test waits for it (the evaluator never does). */
+  /**
+   * The next walk is due, the tick starts it, the test waits for it (the evaluator never does).
+   * settled(), not refresh(): a walk quicker than the evaluation has ended by then, and refresh()
+   * would start another one.
+   */
   async function walk(): Promise<void> {
     clock.advance(SCAN_MS)
     await t.hq.alerts.tick()
-    await t.hq.registryScan!.refresh()
+    await t.hq.registryScan!.settled()
   }
 
   async function startRegistry(auth: string): Promise<void> {
@@ -101,7 +105,7 @@ describe.runIf(HAVE_REGISTRY)('the alert engine walks HQ\'s registry for unsigne
     // The first evaluation starts the walk and does not wait for it.
     expect(await t.hq.alerts.tick()).toMatchObject({evaluated: true, findings: 0})
     expect(await registryOpen()).toEqual([])
-    await t.hq.registryScan!.refresh()
+    await t.hq.registryScan!.settled()
     expect(await t.hq.alerts.tick()).toMatchObject({evaluated: true, findings: 1, opened: 1})
     expect(await alert(digest.v1!)).toMatchObject({
       rule: 'image-unsigned',

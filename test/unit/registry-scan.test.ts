@@ -30,6 +30,27 @@ function source() {
 const settle = () => new Promise((r) => setImmediate(r))
 
 describe('the registry scan behind image-unsigned', () => {
+  it('settled() waits for the walk in flight and never starts one', async () => {
+    const clock = new ManualClock()
+    const src = source()
+    const scan = new RegistryScan('127.0.0.1:5000', src.client, clock, {everyMs: 10 * MIN})
+    await scan.settled()
+    expect(src.walks).toHaveLength(0)
+    expect(scan.current()).toBeNull()
+    await settle()
+    let ended = false
+    const waiting = scan.settled().then(() => (ended = true))
+    await settle()
+    expect(ended).toBe(false)
+    src.walks[0]!.resolve([{repository: 'jil/api', tag: 'v1', digest: D1}])
+    await waiting
+    expect(scan.current()?.digests).toHaveLength(1)
+    // The walk has ended: nothing in flight, and waiting again starts nothing.
+    await scan.settled()
+    await settle()
+    expect(src.walks).toHaveLength(1)
+  })
+
   it('never makes the evaluation wait: the first call starts a walk and returns nothing; later calls return the last completed walk, one digest per repository', async () => {
     const clock = new ManualClock()
     const src = source()

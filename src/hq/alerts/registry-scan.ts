@@ -59,6 +59,11 @@ export class RegistryScan {
     return this.running
   }
 
+  /** Resolves when the walk in flight (if any) ends; never starts one. What follows an evaluation that may have started a walk. */
+  settled(): Promise<void> {
+    return this.running ?? Promise.resolve()
+  }
+
   /** Cuts the walk in flight short and waits for it; no walk starts after this. */
   async stop(): Promise<void> {
     this.stopped = true
