@@ -20,6 +20,7 @@ import {hqPath, readHqConfig, readHqKeys} from '../src/hq/datadir.js'
 import {initHq} from '../src/hq/init.js'
 import {openHqDb} from '../src/hq/store/index.js'
 import {systemClock} from '../src/shared/clock.js'
+import {ZONES} from '../src/shared/zones.js'
 import {fileSigner} from '../src/shared/signing.js'
 import {opt} from './lib/args.js'
 
@@ -31,7 +32,6 @@ const emit = (metric: string, value: number, unit: string) => process.stdout.wri
 const note = (s: string) => process.stderr.write(`${BENCH}: ${s}\n`)
 const ms = (t0: number) => Math.round(performance.now() - t0)
 
-const ZONES = ['CH/FINMA', 'AE/FSRA', 'SG/MAS', 'US/FINCEN', 'GB/FCA', 'DE/BAFIN', 'JP/JFSA', 'BR/CVM', 'IN/SEBI', 'AU/ASIC', 'KR/FSC', 'CA/OSC', 'HK/SFC']
 
 function heartbeat(id: string, i: number): string {
   return JSON.stringify({
@@ -54,14 +54,14 @@ async function seed(dataDir: string): Promise<void> {
   const keys = await readHqKeys(dataDir)
   const db = await openHqDb(config.database_url ? {databaseUrl: config.database_url} : {pgliteDir: hqPath(dataDir, 'db')})
   try {
-    const ids = Array.from({length: NODES}, (_, i) => `${ZONES[i % 13]!.slice(0, 2)}-BN${Math.floor(i / 100)}-${String(i % 100).padStart(2, '0')}`)
+    const ids = Array.from({length: NODES}, (_, i) => `${ZONES[i % ZONES.length]!.slice(0, 2)}-BN${Math.floor(i / 100)}-${String(i % 100).padStart(2, '0')}`)
     await db.transaction(async (tx) => {
       await tx.query("INSERT INTO operators (name, kyc, created_at, updated_at) VALUES ('Bench Ops', 'approved', now(), now())")
       await tx.query(
         `INSERT INTO nodes (id, zone, operator, track, status, hardware, created_at, joined_at)
          SELECT id, zone, 'Bench Ops', 'mainnet', 'active', '{"cpu_cores": 8, "memory_bytes": 17179869184}'::jsonb, now(), now()
            FROM unnest($1::text[], $2::text[]) AS x(id, zone)`,
-        [ids, ids.map((_, i) => ZONES[i % 13])],
+        [ids, ids.map((_, i) => ZONES[i % ZONES.length])],
       )
       await tx.query(
         `INSERT INTO join_tokens (token_hash, node_id, created_by, created_at, expires_at, used_at)

@@ -73,6 +73,7 @@ async function main(): Promise<void> {
   const {readHqKeys} = await import('../src/hq/datadir.js')
   const {CertificateAuthority} = await import('../src/hq/ca/ca.js')
   const {systemClock} = await import('../src/shared/clock.js')
+  const {ZONES} = await import('../src/shared/zones.js')
   const x509 = await import('@peculiar/x509')
 
   const dbName = `jil_bench_hb_${randomBytes(4).toString('hex')}`
@@ -93,12 +94,11 @@ async function main(): Promise<void> {
 
     // Node identities as a join makes them (a key per node, a cert from HQ's CA, the nodes and
     // certificates rows HQ's auth reads), without 2,000 round trips through the join route.
-    const zones = ['CH/FINMA', 'AE/FSRA', 'SG/MAS', 'US/FINCEN', 'GB/FCA', 'DE/BAFIN', 'JP/JFSA', 'BR/CVM', 'IN/SEBI', 'AU/ASIC', 'KR/FSC', 'CA/OSC', 'HK/SFC']
     let t0 = performance.now()
     const creds: NodeCred[] = []
     const rows = {id: [] as string[], zone: [] as string[], serial: [] as string[], fp: [] as string[], nb: [] as string[], na: [] as string[]}
     for (let i = 0; i < NODES; i++) {
-      const zone = zones[i % zones.length]!
+      const zone = ZONES[i % ZONES.length]!
       const id = `${zone.slice(0, 2)}-HB${String(Math.floor(i / 1000)).padStart(2, '0')}-${String(i % 1000).padStart(3, '0')}`
       const kp = generateKeyPairSync('ec', {namedCurve: 'P-256'})
       const spki = kp.publicKey.export({type: 'spki', format: 'der'})

@@ -7,8 +7,8 @@ import type {DesiredRef, FleetSnapshot, SnapshotNode, SnapshotRollout} from '../
 import type {Heartbeat} from '../../src/shared/api.js'
 import type {Queryable} from '../../src/shared/db/types.js'
 import type {Track} from '../../src/shared/manifest.js'
+import {ZONES} from '../../src/shared/zones.js'
 
-const ZONES = ['CH/FINMA', 'AE/FSRA', 'SG/MAS', 'US/FINCEN', 'GB/FCA', 'DE/BAFIN', 'JP/JFSA', 'BR/CVM', 'IN/SEBI', 'AU/ASIC', 'KR/FSC', 'CA/OSC', 'HK/SFC']
 const SERVICES = [
   {name: 'validator', critical: true},
   {name: 'api', critical: true},
