@@ -14,6 +14,7 @@ import {createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, s
 import {once} from 'node:events'
 import {createReadStream, createWriteStream} from 'node:fs'
 import {open} from 'node:fs/promises'
+import {StringDecoder} from 'node:string_decoder'
 import {pipeline, Transform, type Readable, type TransformCallback, type Writable} from 'node:stream'
 import {createGunzip, createGzip} from 'node:zlib'
 
@@ -132,6 +133,28 @@ class OpenStream extends Transform {
       }
       throw corrupt('a sealed chunk fails authentication (it was cut short or altered)')
     }
+  }
+}
+
+/**
+ * A table member's rows (one JSON document per line) as its data frames arrive. Frames cut a member
+ * at any byte (ArchiveWriter.data), inside a line and inside a UTF-8 character: both are carried over
+ * to the next frame.
+ */
+export class MemberLines {
+  private readonly text = new StringDecoder('utf8')
+  private partial = ''
+
+  /** The lines this frame completes. */
+  push(bytes: Buffer): string[] {
+    const lines = (this.partial + this.text.write(bytes)).split('\n')
+    this.partial = lines.pop()!
+    return lines
+  }
+
+  /** What is left at the member's end: '' when its last line was complete. */
+  rest(): string {
+    return this.partial + this.text.end()
   }
 }
 

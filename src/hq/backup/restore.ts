@@ -15,7 +15,7 @@ import {certFingerprint} from '../../shared/pki.js'
 import {LOG_COLUMNS, toCheckpoint, toEntry} from '../audit/ledger.js'
 import {HQ_FILES, lockDataDir, writeHqConfig, type HqConfig} from '../datadir.js'
 import {HQ_MIGRATIONS} from '../store/migrations/index.js'
-import {corrupt, FRAME, openArchive, truncated, type Frame, type KeyCache} from './format.js'
+import {corrupt, FRAME, MemberLines, openArchive, truncated, type Frame, type KeyCache} from './format.js'
 import {fileMember, REQUIRED_FILES, restoredMode, safeFileName, tableMember, type BackupManifest, type ManifestMember, type MemberStart} from './manifest.js'
 import {
   foreignKeyParents,
@@ -349,7 +349,7 @@ async function loadTables(tx: Queryable, o: HqRestoreOptions, v: Verified, m: Ba
     let table: string | undefined
     let insert = ''
     let hash = createHash('sha256')
-    let partial = ''
+    let lines = new MemberLines()
     let batch: string[] = []
     let batchBytes = 0
     const flush = async () => {
@@ -360,7 +360,7 @@ async function loadTables(tx: Queryable, o: HqRestoreOptions, v: Verified, m: Ba
     }
     const endMember = async () => {
       if (!table) return
-      if (partial !== '') throw corrupt(`table ${table} ends inside a row`)
+      if (lines.rest() !== '') throw corrupt(`table ${table} ends inside a row`)
       await flush()
       const x = m.members.find((y) => y.name === tableMember(table!))!
       if (hash.digest('hex') !== x.sha256) throw corrupt(`member ${x.name} changed since it was verified`)
@@ -376,12 +376,11 @@ async function loadTables(tx: Queryable, o: HqRestoreOptions, v: Verified, m: Ba
         // OVERRIDING SYSTEM VALUE: identity columns (fleet_commands.seq, config_docs.seq…) keep their archived values.
         insert = `INSERT INTO ${q} (${cols}) OVERRIDING SYSTEM VALUE SELECT ${cols} FROM json_populate_recordset(NULL::${q}, $1::json)`
         hash = createHash('sha256')
+        lines = new MemberLines()
         if (m.tables[table]) say(`loading ${table} (${m.tables[table]} rows)`)
       } else if (e.type === 'data' && table) {
         hash.update(e.bytes)
-        const lines = (partial + e.bytes.toString('utf8')).split('\n')
-        partial = lines.pop()!
-        for (const line of lines) {
+        for (const line of lines.push(e.bytes)) {
           batch.push(line)
           batchBytes += line.length
           if (batch.length >= batchRows || batchBytes >= 4 * 1024 * 1024) await flush()
