@@ -1,6 +1,6 @@
 import {createHash} from 'node:crypto'
 import {mkdir, readdir, readFile, stat, writeFile} from 'node:fs/promises'
-import {dirname, join} from 'node:path'
+import {basename, dirname, join} from 'node:path'
 
 import {pino} from 'pino'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
@@ -141,6 +141,9 @@ describe.each(storages)('hq backup and restore on $name', (storage) => {
     expect(lines.some((l) => l.startsWith('dumped'))).toBe(true)
     // An existing archive is never replaced by accident.
     await expect(backupHq({dataDir: t.dataDir, out: archive, clock, version: '0.0.0-test'})).rejects.toMatchObject({code: 'FILE_EXISTS'})
+    // Nor is a directory, even with --force: refused before anything is dumped.
+    await expect(backupHq({dataDir: t.dataDir, out: dirname(archive), force: true, clock, version: '0.0.0-test'})).rejects.toMatchObject({code: 'FILE_INVALID'})
+    expect(await readdir(dirname(archive))).toEqual([basename(archive)])
   }, 180_000)
 
   it('refuses a non-empty target dir, a database that holds HQ\'s tables, a wrong passphrase, a flipped byte and a cut-off archive, leaving the target untouched', async () => {

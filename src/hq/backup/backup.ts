@@ -9,7 +9,7 @@ import type {Db, Queryable} from '../../shared/db/types.js'
 import {JilError, systemCode} from '../../shared/errors.js'
 import {exists, fileError} from '../../shared/files.js'
 import {hqPath, lockDataDir, readHqConfig, type DataDirLock} from '../datadir.js'
-import {getMeta} from '../store/index.js'
+import {assertDbBelongsTo} from '../store/index.js'
 import {ArchiveWriter, FORMAT, FRAME} from './format.js'
 import {fileMember, REQUIRED_FILES, safeFileName, tableMember, type BackupManifest, type ManifestMember, type MemberStart} from './manifest.js'
 import {foreignKeyParents, hqTables, loadOrder, missingTables, quoteIdent, schemaProblem, tableSequences, type RecordedMigration} from './schema.js'
@@ -58,7 +58,9 @@ export async function backupHq(o: HqBackupOptions): Promise<HqBackupResult> {
   const say = o.progress ?? (() => {})
   const config = await readHqConfig(o.dataDir)
   const databaseUrl = o.databaseUrl ?? config.database_url
-  if (!o.force && (await exists(o.out))) {
+  const existing = await stat(o.out).catch(() => undefined)
+  if (existing && !existing.isFile()) throw new JilError('FILE_INVALID', `${o.out} exists and is not a file`, {hint: 'pass the path of the archive file to write, e.g. --out /backups/hq-2026-11-28.jilbak'})
+  if (existing && !o.force) {
     throw new JilError('FILE_EXISTS', `${o.out} already exists`, {hint: 'pick a new --out file (e.g. with the date in its name), or pass --force to replace it'})
   }
   let lock: DataDirLock | undefined
@@ -99,12 +101,7 @@ export async function backupHq(o: HqBackupOptions): Promise<HqBackupResult> {
     const dump = await db.transaction(async (tx) => {
       // One snapshot for every table: taken at the first query after this.
       await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY')
-      const owner = await getMeta(tx, 'ca_fingerprint')
-      if (owner !== config.ca_fingerprint) {
-        throw new JilError('DB_MISMATCH', owner ? `the database belongs to another HQ (CA ${owner})` : 'the database holds no HQ', {
-          hint: 'pass the --database-url this HQ uses (or none, for the embedded database)',
-        })
-      }
+      await assertDbBelongsTo(tx, config.ca_fingerprint)
       const migrations = (await tx.query<RecordedMigration>('SELECT version, name, checksum FROM schema_migrations ORDER BY version')).rows
       const problem = schemaProblem(migrations)
       if (problem?.code === 'NEWER') {

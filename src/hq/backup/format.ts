@@ -19,6 +19,7 @@ import {pipeline, Transform, type Readable, type TransformCallback, type Writabl
 import {createGunzip, createGzip} from 'node:zlib'
 
 import {JilError, systemCode} from '../../shared/errors.js'
+import {fileError} from '../../shared/files.js'
 
 export const MAGIC = Buffer.from('jilbak1\n')
 export const FORMAT = 1
@@ -31,8 +32,12 @@ const DATA_PIECE = 1024 * 1024
 
 /** scrypt at N=2^17, r=8: 128 MiB and about half a second per derivation, once per backup or restore. */
 const KDF_DEFAULT = {n: 2 ** 17, r: 8, p: 1}
-/** What a restore accepts from a header: bounded, so a crafted archive cannot make it allocate gigabytes. */
-const KDF_MAX = {n: 2 ** 20, r: 16, p: 4}
+/**
+ * What a restore accepts from a header: what this jil writes, with room for a stronger setting, and
+ * no more. The header is checked only after the derivation, so a crafted one must not be able to
+ * ask for gigabytes or minutes of scrypt (at most 512 MiB here).
+ */
+const KDF_MAX = {n: 2 ** 18, r: 8, p: 2}
 
 export type Encryption = {kdf: 'scrypt'; n: number; r: number; p: number; salt: string; cipher: 'aes-256-gcm'; chunk_bytes: number}
 export type ArchiveHeader = {format: number; compression: 'gzip'; encryption: Encryption | null}
@@ -158,6 +163,11 @@ export class MemberLines {
   }
 }
 
+/** A JSON object (not null, not an array): what every header, manifest and member start is. */
+export function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
 export function truncated(): JilError {
   return new JilError('BACKUP_TRUNCATED', 'the backup archive is truncated (it ends before its last member)', {
     hint: 'the copy is incomplete: copy the archive again from where it was written, and compare its size',
@@ -260,14 +270,19 @@ export type OpenArchive = {header: ArchiveHeader; frames: AsyncGenerator<Frame>}
 export type KeyCache = Map<string, Keys>
 
 export async function openArchive(path: string, passphrase: string | undefined, cache?: KeyCache): Promise<OpenArchive> {
-  const fh = await open(path, 'r')
   let b: Buffer
   try {
-    const head = Buffer.alloc(MAGIC.length + 4 + MAX_HEADER + 64)
-    const {bytesRead} = await fh.read(head, 0, head.length, 0)
-    b = head.subarray(0, bytesRead)
-  } finally {
-    await fh.close()
+    const fh = await open(path, 'r')
+    try {
+      const head = Buffer.alloc(MAGIC.length + 4 + MAX_HEADER + 64)
+      const {bytesRead} = await fh.read(head, 0, head.length, 0)
+      b = head.subarray(0, bytesRead)
+    } finally {
+      await fh.close()
+    }
+  } catch (err) {
+    // Unreadable, a directory, gone: the file's problem, said as one (not a bug of jil's).
+    throw fileError(path, 'backup archive', err)
   }
   if (b.length < MAGIC.length || !b.subarray(0, MAGIC.length).equals(MAGIC)) {
     throw new JilError('BACKUP_NOT_AN_ARCHIVE', 'the file is not a jil backup archive', {hint: 'pass a file written by jil hq backup'})
@@ -285,6 +300,7 @@ export async function openArchive(path: string, passphrase: string | undefined, 
   } catch {
     throw corrupt('the header is not JSON')
   }
+  if (!isObject(header) || (header.encryption !== null && !isObject(header.encryption))) throw corrupt('the header is not an archive header')
   if (header.format !== FORMAT || header.compression !== 'gzip') {
     throw new JilError('BACKUP_FORMAT_UNSUPPORTED', `the archive's format ${String(header.format)} is not one this jil reads`, {hint: 'restore it with the jil version that wrote it, or a newer one'})
   }

@@ -15,7 +15,7 @@ import {certFingerprint} from '../../shared/pki.js'
 import {LOG_COLUMNS, toCheckpoint, toEntry} from '../audit/ledger.js'
 import {HQ_FILES, lockDataDir, writeHqConfig, type HqConfig} from '../datadir.js'
 import {HQ_MIGRATIONS} from '../store/migrations/index.js'
-import {corrupt, FRAME, MemberLines, openArchive, truncated, type Frame, type KeyCache} from './format.js'
+import {corrupt, FRAME, isObject, MemberLines, openArchive, truncated, type Frame, type KeyCache} from './format.js'
 import {fileMember, REQUIRED_FILES, restoredMode, safeFileName, tableMember, type BackupManifest, type ManifestMember, type MemberStart} from './manifest.js'
 import {
   foreignKeyParents,
@@ -191,12 +191,16 @@ type Verified = {manifest: BackupManifest; encrypted: boolean; keys: KeyCache; f
 
 type Event = {type: 'prelude'; value: unknown} | {type: 'begin'; start: MemberStart} | {type: 'data'; bytes: Buffer} | {type: 'manifest'; value: BackupManifest}
 
+/** A frame's or file's JSON object; anything else (not JSON, null, a list…) is a damaged archive. */
 function parseJson<T>(payload: Buffer, what: string): T {
+  let v: unknown
   try {
-    return JSON.parse(payload.toString('utf8')) as T
+    v = JSON.parse(payload.toString('utf8'))
   } catch {
     throw corrupt(`its ${what} is not JSON`)
   }
+  if (!isObject(v)) throw corrupt(`its ${what} is not a JSON object`)
+  return v as T
 }
 
 /** The archive's frames in the order a writer makes them: prelude, members, manifest. */
@@ -263,7 +267,7 @@ async function verifyArchive(file: string, passphrase: string | undefined): Prom
     }
   }
   const m = manifest!
-  if (m.format !== 1 || !Array.isArray(m.members) || !Array.isArray(m.migrations) || typeof m.tables !== 'object' || typeof m.ca_fingerprint !== 'string') {
+  if (m.format !== 1 || !Array.isArray(m.members) || !m.members.every(isObject) || !Array.isArray(m.migrations) || !m.migrations.every(isObject) || !isObject(m.tables) || typeof m.ca_fingerprint !== 'string') {
     throw corrupt('its manifest is malformed')
   }
   const problem = schemaProblem(m.migrations)

@@ -33,8 +33,8 @@ export async function setMeta(q: Queryable, key: string, value: string): Promise
   )
 }
 
-export async function assertDbBelongsTo(db: Db, caFingerprint: string): Promise<void> {
-  const stored = await getMeta(db, 'ca_fingerprint')
+export async function assertDbBelongsTo(q: Queryable, caFingerprint: string): Promise<void> {
+  const stored = await getMeta(q, 'ca_fingerprint')
   if (stored !== caFingerprint) {
     throw new JilError(
       'DB_MISMATCH',
