@@ -1,17 +1,10 @@
 /** What a backup needs to know of HQ's schema: its tables, their load order, columns, sequences. */
-import {createHash} from 'node:crypto'
-
-import type {Migration} from '../../shared/db/migrate.js'
+import {checksum, type Migration} from '../../shared/db/migrate.js'
 import type {AdvisoryLock, Db, Queryable} from '../../shared/db/types.js'
 import {JilError} from '../../shared/errors.js'
 import {HQ_MIGRATIONS} from '../store/migrations/index.js'
 
 export const LATEST_MIGRATION = Math.max(...HQ_MIGRATIONS.map((m) => m.version))
-
-/** A migration's checksum as schema_migrations records it (shared/db/migrate.ts computes the same). */
-export function migrationChecksum(sql: string): string {
-  return createHash('sha256').update(sql).digest('hex')
-}
 
 export type RecordedMigration = {version: number; name: string; checksum: string}
 
@@ -22,7 +15,7 @@ export function schemaProblem(recorded: readonly RecordedMigration[], migrations
   for (const r of recorded) {
     const m = ours.get(r.version)
     if (!m) return {code: 'NEWER', version: r.version}
-    if (migrationChecksum(m.sql) !== r.checksum) return {code: 'MISMATCH', version: r.version}
+    if (checksum(m.sql) !== r.checksum) return {code: 'MISMATCH', version: r.version}
     seen.add(r.version)
   }
   const top = Math.max(0, ...recorded.map((r) => r.version))

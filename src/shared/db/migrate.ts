@@ -65,6 +65,7 @@ export async function migrate(db: Db, migrations: readonly Migration[], opts: {t
   }
 }
 
-function checksum(sql: string): string {
+/** A migration's checksum as the migrations table records it. */
+export function checksum(sql: string): string {
   return createHash('sha256').update(sql).digest('hex')
 }
