@@ -346,15 +346,26 @@ async function* readFrames(source: Readable, openKey: Buffer | undefined): Async
     if (err) failure ??= err
   })
   let buf: Buffer = Buffer.alloc(0)
+  // gunzip hands out 16 KiB at a time: the pieces of a frame are kept apart and joined once it is all there.
+  let pieces: Buffer[] = []
+  let pending = 0
+  let need = 5
   let ended = false
   try {
     for await (const chunk of gunzip as AsyncIterable<Buffer>) {
-      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk])
+      pieces.push(chunk)
+      pending += chunk.length
+      if (buf.length + pending < need) continue
+      buf = Buffer.concat([buf, ...pieces], buf.length + pending)
+      pieces = []
+      pending = 0
       for (;;) {
+        need = 5
         if (buf.length < 5) break
         const type = buf[0] as FrameType
         const len = buf.readUInt32BE(1)
         if (!Object.values(FRAME).includes(type) || len > MAX_FRAME) throw corrupt('a frame is malformed')
+        need = 5 + len
         if (buf.length < 5 + len) break
         const payload = buf.subarray(5, 5 + len)
         buf = buf.subarray(5 + len)
@@ -372,6 +383,6 @@ async function* readFrames(source: Readable, openKey: Buffer | undefined): Async
     source.destroy()
   }
   if (failure) throw bodyError(failure)
-  if (buf.length > 0 && ended) throw corrupt('data follows the end of the archive')
+  if ((buf.length > 0 || pending > 0) && ended) throw corrupt('data follows the end of the archive')
   if (!ended) throw truncated()
 }
