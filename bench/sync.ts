@@ -5,7 +5,7 @@
 // per batch. The events are made and encoded before the clock starts (the bus is not measured: this
 // is the node side of a replay). Goal: ≥ 25,000 events/s. Skipped, with a note, without PostgreSQL.
 //
-//   npm run bench -- sync [--events N] [--batch N] [--rows N]
+//   npm run bench -- sync [--events N] [--batch N] [--rows N] [--no-prefetch]
 import {pino} from 'pino'
 
 import {openPg} from '../src/shared/db/pg.js'
@@ -14,6 +14,7 @@ import {Applier} from '../src/sync/applier.js'
 import {migrateNodeDb} from '../src/sync/migrations.js'
 import type {ConsumedRecord} from '../src/sync/transport.js'
 import {opt} from './lib/args.js'
+import {startProfile} from './lib/profile.js'
 import pg from 'pg'
 import {randomBytes} from 'node:crypto'
 
@@ -21,6 +22,7 @@ const BENCH = 'sync'
 const EVENTS = opt('events', 1_000_000)
 const BATCH = opt('batch', 5000)
 const ROWS = opt('rows', 100_000)
+const NO_PREFETCH = process.argv.includes('--no-prefetch')
 const SOURCES = ['CH-ZUG-01', 'SG-SIN-01', 'US-NYC-01']
 
 function emit(metric: string, value: number, unit: string): void {
@@ -102,13 +104,22 @@ try {
   note(`replaying in batches of ${BATCH}`)
   let applied = 0
   let dups = 0
+  const profile = await startProfile()
   const t0 = performance.now()
+  // As a consumer reads: the transport hands the next batch over (onFetched → prefetch) as soon as
+  // it has read it, while the one before it is being applied.
+  const batchAt = (i: number) => ({topic, partition: 0, records: records.slice(i, i + BATCH)})
+  let batch = batchAt(0)
   for (let i = 0; i < records.length; i += BATCH) {
-    const r = await applier.apply({topic, partition: 0, records: records.slice(i, i + BATCH)})
+    const ahead = i + BATCH < records.length ? batchAt(i + BATCH) : undefined
+    if (ahead && !NO_PREFETCH) applier.prefetch(ahead)
+    const r = await applier.apply(batch)
+    if (ahead) batch = ahead
     applied += r.applied
     dups += r.duplicates
   }
   const ms = performance.now() - t0
+  await profile.stop()
   if (dups !== duplicates || applied !== EVENTS - duplicates) throw new Error(`de-duplication is off: applied ${applied}, duplicates ${dups} (expected ${EVENTS - duplicates}, ${duplicates})`)
   const {rows} = await db.query<{n: number}>('SELECT count(*)::bigint AS n FROM settlements')
   note(`${applied} applied, ${dups} duplicates dropped, ${rows[0]!.n} rows, ${(ms / 1000).toFixed(1)} s`)

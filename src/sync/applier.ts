@@ -73,8 +73,30 @@ type SourceMark = {last: number; watermark: number}
 
 type Candidate = {env: SyncEnvelope; change: StateChange; /** The key values as JSON: one row's identity within a table. */ k: string}
 
-/** The changes of one table in a batch, ready to send: one per row, in key order. */
-type TablePlan = {t: Prepared; list: Candidate[]; keyArrays: unknown[][]; rowJson: (string | undefined)[]}
+/** One row's change in a plan: the candidate that wins the row within the batch, and the row it writes (JSON; none for a delete). */
+type Planned = {c: Candidate; json: string | undefined}
+
+/** The changes of one table in a batch, one per row, in key order. */
+type TablePlan = {t: Prepared; rows: Planned[]}
+
+/**
+ * A batch decoded and planned, before any database work: what prefetch makes while the batch before
+ * it is still being applied. Holds no state of the database (that is read under locks in apply).
+ */
+type PreparedBatch = {
+  topic: string
+  partition: number
+  /** The partition's next offset once this batch is applied. */
+  next: number
+  /** records, own, ignored and the duplicates within the batch; the rest is counted by apply. */
+  counts: ApplyResult
+  /** The events that may be new: other nodes' valid changes, each event_id once. */
+  candidates: Candidate[]
+  plan: TablePlan[]
+}
+
+/** Records decoded between two yields when preparing ahead, so that the batch being applied meanwhile is not held up (about 2 ms). */
+const PREFETCH_SLICE = 250
 
 const q = (id: string) => `"${id.replace(/"/g, '""')}"`
 
@@ -115,6 +137,8 @@ export function wins(a: Pick<Candidate, 'env' | 'change'>, b: Pick<Candidate, 'e
 
 export class Applier {
   private readonly tables = new Map<string, Prepared>()
+  /** Batches being prepared ahead (prefetch), until apply takes them. */
+  private readonly pending = new WeakMap<ConsumedBatch, Promise<PreparedBatch>>()
   private ready = false
 
   constructor(private readonly o: ApplierOptions) {}
@@ -188,18 +212,57 @@ export class Applier {
     return assigned.map((tp) => ({...tp, offset: rows.find((r) => r.topic === tp.topic && r.partition === tp.partition)?.next_offset ?? 0}))
   }
 
+  /**
+   * Starts decoding and planning `batch` now, a few hundred records at a time between other work, so
+   * that it overlaps the batch being applied (the transports call this through onFetched while
+   * the previous batch is in its transaction). apply(batch) then takes the result instead of doing
+   * the work itself. Optional: apply without it does the same work at once.
+   */
+  prefetch(batch: ConsumedBatch): void {
+    if (!this.ready || this.pending.has(batch)) return
+    const p = this.prepare(batch, PREFETCH_SLICE)
+    // A batch prefetched but never applied (the consumer stopped) must not leave an unhandled rejection.
+    p.catch(() => {})
+    this.pending.set(batch, p)
+  }
+
   async apply(batch: ConsumedBatch): Promise<ApplyResult> {
     if (!this.ready) throw new JilError('INTERNAL', 'the applier was not initialised')
-    const result: ApplyResult = {records: batch.records.length, applied: 0, duplicates: 0, own: 0, ignored: 0, changed: 0}
+    const prepared = await (this.pending.get(batch) ?? this.prepare(batch, Infinity))
+    this.pending.delete(batch)
+    // A service's transaction may lock the same rows in another order than ours: PostgreSQL then
+    // breaks the deadlock by failing one side. If that is us, the whole batch runs again (nothing of
+    // a failed attempt stays); after a few tries the error goes up and the consumer retries later.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.applyOnce(prepared)
+      } catch (err) {
+        const code = (err as {code?: unknown}).code
+        if ((code !== '40P01' && code !== '40001') || attempt >= RETRIES) throw err
+        this.o.log?.warn({topic: batch.topic, partition: batch.partition, attempt, code}, 'sync batch lost a lock conflict; retrying')
+        await new Promise((r) => setTimeout(r, 20 * attempt + Math.random() * 30))
+      }
+    }
+  }
+
+  /**
+   * Decodes a batch (parse and check each envelope, skip this node's own events and repeats within
+   * the batch) and plans its changes. Pure JavaScript, no database: yields to the event loop every
+   * `slice` records so that it can run beside a batch in its transaction.
+   */
+  private async prepare(batch: ConsumedBatch, slice: number): Promise<PreparedBatch> {
+    const counts: ApplyResult = {records: batch.records.length, applied: 0, duplicates: 0, own: 0, ignored: 0, changed: 0}
     const candidates: Candidate[] = []
     const inBatch = new Set<string>()
     // Only state tables are applied: a record of any other topic (jil.fleet.status heartbeats,
     // jil.events, …) or of a table this node does not declare is passed, its offset kept.
     const tableOf = tableOfTopic(batch.topic)
     const declared = tableOf !== undefined && this.tables.has(tableOf)
+    let n = 0
     for (const r of batch.records) {
+      if (++n % slice === 0) await new Promise((resolve) => setImmediate(resolve))
       if (!declared) {
-        result.ignored++
+        counts.ignored++
         continue
       }
       let env: SyncEnvelope
@@ -215,59 +278,45 @@ export class Applier {
       } catch (err) {
         // A malformed event cannot become valid by waiting: logged and passed, or it blocks the partition forever.
         this.o.log?.warn({topic: batch.topic, partition: batch.partition, offset: r.offset, err: messageOf(err)}, 'sync event refused')
-        result.ignored++
+        counts.ignored++
         continue
       }
       if (env.source_id === this.o.sourceId) {
-        result.own++
+        counts.own++
         continue
       }
       // The same event twice in one batch: the second is a duplicate before the database is asked.
       if (inBatch.has(env.event_id)) {
-        result.duplicates++
+        counts.duplicates++
         continue
       }
       inBatch.add(env.event_id)
       candidates.push({env, change, k: JSON.stringify(change.key)})
     }
-    const inBatchDuplicates = result.duplicates
-    const next = batch.records.at(-1)!.offset + 1
-    // A service's transaction may lock the same rows in another order than ours: PostgreSQL then
-    // breaks the deadlock by failing one side. If that is us, the whole batch runs again (nothing of
-    // a failed attempt stays); after a few tries the error goes up and the consumer retries later.
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.applyOnce(batch, candidates, next, result)
-        result.duplicates += inBatchDuplicates
-        return result
-      } catch (err) {
-        const code = (err as {code?: unknown}).code
-        if ((code !== '40P01' && code !== '40001') || attempt >= RETRIES) throw err
-        this.o.log?.warn({topic: batch.topic, partition: batch.partition, attempt, code}, 'sync batch lost a lock conflict; retrying')
-        await new Promise((r) => setTimeout(r, 20 * attempt + Math.random() * 30))
-      }
-    }
+    return {topic: batch.topic, partition: batch.partition, next: batch.records.at(-1)!.offset + 1, counts, candidates, plan: this.plan(candidates)}
   }
 
-  private async applyOnce(batch: ConsumedBatch, candidates: Candidate[], next: number, result: ApplyResult): Promise<void> {
+  private async applyOnce(b: PreparedBatch): Promise<ApplyResult> {
+    const result = {...b.counts}
     await this.o.db.transaction(async (tx) => {
       // Safe without waiting for the flush: a server crash loses these changes and their offset
       // together, and the consumer then reads them from the bus again.
       await tx.query('SET LOCAL synchronous_commit = off')
-      const marks = await this.lockSources(tx, candidates)
-      const {fresh, plan} = await this.dedupe(tx, candidates, marks)
+      const marks = await this.lockSources(tx, b.candidates)
+      const fresh = await this.dedupe(tx, b.candidates, marks)
       result.applied = fresh.length
-      result.duplicates = candidates.length - fresh.length
-      result.changed = await this.applyPlan(tx, plan)
+      result.duplicates += b.candidates.length - fresh.length
+      result.changed = await this.applyPlan(tx, this.withoutSeen(b.plan, fresh, b.candidates.length))
       await this.record(tx, fresh, marks)
       await this.trackSources(tx, fresh, marks)
       await tx.query(
         `INSERT INTO jil_sync_offsets (topic, partition, next_offset) VALUES ($1, $2, $3)
          ON CONFLICT (topic, partition) DO UPDATE SET next_offset = GREATEST(jil_sync_offsets.next_offset, EXCLUDED.next_offset), updated_at = now()`,
-        [batch.topic, batch.partition, next],
+        [b.topic, b.partition, b.next],
       )
       await this.o.beforeCommit?.()
     })
+    return result
   }
 
   /**
@@ -298,12 +347,12 @@ export class Applier {
   }
 
   /**
-   * The events not applied before, and their plan. By seq first: at or below the source's watermark
-   * an event was applied; above its last seq it never was. Only those in between (a late event, or
-   * one sent again, while a gap is open) are looked up by event_id: rows above the watermark are
-   * never pruned, so an event there was applied exactly when its row is there.
+   * The events not applied before. By seq first: at or below the source's watermark an event was
+   * applied; above its last seq it never was. Only those in between (a late event, or one sent again,
+   * while a gap is open) are looked up by event_id: rows above the watermark are never pruned, so an
+   * event there was applied exactly when its row is there.
    */
-  private async dedupe(tx: Queryable, cs: readonly Candidate[], marks: ReadonlyMap<string, SourceMark>): Promise<{fresh: Candidate[]; plan: TablePlan[]}> {
+  private async dedupe(tx: Queryable, cs: Candidate[], marks: ReadonlyMap<string, SourceMark>): Promise<Candidate[]> {
     const open: Candidate[] = []
     const between: string[] = []
     for (const c of cs) {
@@ -312,17 +361,41 @@ export class Applier {
       open.push(c)
       if (m && c.env.seq <= m.last) between.push(c.env.event_id)
     }
-    if (between.length === 0) return {fresh: open, plan: this.plan(open)}
-    const lookup = tx.query<{event_id: string}>('SELECT event_id FROM jil_sync_applied WHERE event_id = ANY($1::uuid[])', [plainArray(between)])
-    lookup.catch(() => {})
-    // Planning (convergence, the statements' payloads) is the batch's JavaScript work: done while
-    // PostgreSQL looks the ids up, and redone only if some were seen before.
-    const plan = this.plan(open)
-    const {rows} = await lookup
-    if (rows.length === 0) return {fresh: open, plan}
+    if (between.length === 0) return open.length === cs.length ? cs : open
+    const {rows} = await tx.query<{event_id: string}>('SELECT event_id FROM jil_sync_applied WHERE event_id = ANY($1::uuid[])', [plainArray(between)])
+    if (rows.length === 0) return open
     const seen = new Set(rows.map((r) => r.event_id))
-    const fresh = open.filter((c) => !seen.has(c.env.event_id))
-    return {fresh, plan: this.plan(fresh)}
+    return open.filter((c) => !seen.has(c.env.event_id))
+  }
+
+  /**
+   * The plan without the events found applied before (planned ahead, it covered every candidate). A
+   * row whose winner was such an event goes to the best fresh change of that row, if there is one;
+   * every other row keeps its planned change and its JSON.
+   */
+  private withoutSeen(plan: TablePlan[], fresh: readonly Candidate[], planned: number): TablePlan[] {
+    if (fresh.length === planned) return plan
+    const kept = new Set(fresh)
+    return plan.map((p) => {
+      if (p.rows.every((r) => kept.has(r.c))) return p
+      // The rows that lost their winner, and the best fresh change of each (one pass over the batch).
+      const best = new Map<string, Candidate | undefined>()
+      for (const r of p.rows) if (!kept.has(r.c)) best.set(r.c.k, undefined)
+      for (const c of fresh) {
+        if (c.change.table !== p.t.name || !best.has(c.k)) continue
+        const cur = best.get(c.k)
+        if (!cur || wins(c, cur)) best.set(c.k, c)
+      }
+      const rows: Planned[] = []
+      for (const r of p.rows) {
+        if (kept.has(r.c)) rows.push(r)
+        else {
+          const c = best.get(r.c.k)
+          if (c) rows.push({c, json: this.rowJson(p.t, c)})
+        }
+      }
+      return {t: p.t, rows}
+    })
   }
 
   /**
@@ -367,22 +440,25 @@ export class Applier {
     for (const [table, m] of byTable) {
       const t = this.tables.get(table)!
       const list = [...m.values()].sort((a, b) => (a.k < b.k ? -1 : a.k > b.k ? 1 : 0))
-      const rowJson = list.map((c) => {
-        if (c.change.op === 'delete') return undefined
-        const row = c.change.row!
-        // The change's key and version are authoritative; a row that agrees with them (the usual case) is sent as it came.
-        const agrees = row[t.version] === c.change.version && t.key.every((k, i) => row[k] === c.change.key[i])
-        return JSON.stringify(agrees ? row : {...row, ...Object.fromEntries(t.key.map((k, i) => [k, c.change.key[i]])), [t.version]: c.change.version})
-      })
-      plans.push({t, list, keyArrays: t.key.map((_, i) => list.map((c) => c.change.key[i])), rowJson})
+      plans.push({t, rows: list.map((c) => ({c, json: this.rowJson(t, c)}))})
     }
     return plans
+  }
+
+  /** The row an upsert writes, as JSON. The change's key and version are authoritative; a row that agrees with them (the usual case) is sent as it came. */
+  private rowJson(t: Prepared, c: Candidate): string | undefined {
+    if (c.change.op === 'delete') return undefined
+    const row = c.change.row!
+    const agrees = row[t.version] === c.change.version && t.key.every((k, i) => row[k] === c.change.key[i])
+    return JSON.stringify(agrees ? row : {...row, ...Object.fromEntries(t.key.map((k, i) => [k, c.change.key[i]])), [t.version]: c.change.version})
   }
 
   /** The planned changes into the tables; returns how many reached a table. */
   private async applyPlan(tx: Queryable, plans: readonly TablePlan[]): Promise<number> {
     let changed = 0
-    for (const {t, list, keyArrays, rowJson} of plans) {
+    for (const {t, rows} of plans) {
+      if (rows.length === 0) continue
+      const keyArrays = t.key.map((_, i) => rows.map((r) => r.c.change.key[i]))
       // Services change a row, then its ownership (jil_emit, in their transaction): take locks in the
       // same order — this batch's existing rows first, in key order, then their ownership rows in
       // key order — so a service writing one row waits for us or we for it, never both. (The two
@@ -401,24 +477,26 @@ export class Applier {
            RETURNING key`,
           [
             t.name,
-            list.map((c) => c.k),
-            plainArray(list.map((c) => c.change.version)),
-            plainArray(list.map((c) => c.env.ts)),
-            plainArray(list.map((c) => c.env.source_id)),
-            plainArray(list.map((c) => c.change.op === 'delete')),
+            rows.map((r) => r.c.k),
+            plainArray(rows.map((r) => r.c.change.version)),
+            plainArray(rows.map((r) => r.c.env.ts)),
+            plainArray(rows.map((r) => r.c.env.source_id)),
+            plainArray(rows.map((r) => r.c.change.op === 'delete')),
           ],
         ),
       ])
       const existing = new Set(locked.rows.map((r) => Number(r.n) - 1))
-      const winners = new Set(won.rows.map((r) => JSON.stringify(JSON.parse(r.key))))
+      // Most keys come back as the plan spells them (a string key renders alike): parsed only when not.
+      const planned = new Set(rows.map((r) => r.c.k))
+      const winners = new Set(won.rows.map((r) => (planned.has(r.key) ? r.key : JSON.stringify(JSON.parse(r.key)))))
       const updates: string[] = []
       const inserts: string[] = []
       const deleted: number[] = []
-      for (const [i, c] of list.entries()) {
-        if (!winners.has(c.k)) continue
-        if (c.change.op === 'delete') deleted.push(i)
-        else if (existing.has(i)) updates.push(rowJson[i]!)
-        else inserts.push(rowJson[i]!)
+      for (const [i, r] of rows.entries()) {
+        if (!winners.has(r.c.k)) continue
+        if (r.json === undefined) deleted.push(i)
+        else if (existing.has(i)) updates.push(r.json)
+        else inserts.push(r.json)
       }
       const writes: Promise<unknown>[] = []
       if (updates.length && t.updateSql) writes.push(tx.query(t.updateSql, [`[${updates.join(',')}]`]))

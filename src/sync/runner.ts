@@ -215,6 +215,7 @@ export async function startSync(o: SyncRunnerOptions): Promise<SyncRunner> {
         topics: applier.topics,
         maxBatch: o.settings.batch,
         position: (assigned) => applier.position(assigned),
+        onFetched: (b) => applier.prefetch(b),
         onBatch: async (b) => {
           const r: ApplyResult = await applier.apply(b)
           counters.batches++

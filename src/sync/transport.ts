@@ -49,6 +49,13 @@ export type ConsumeOptions = {
    * the batch; when it throws, the consumer stops (the error goes to `done`): nothing is skipped.
    */
   onBatch(batch: ConsumedBatch): Promise<void>
+  /**
+   * Read-ahead: called with a partition's next batch as soon as it is read, while the batch before it
+   * is still in onBatch, so the caller can start work that needs no order (decoding) on it. The same
+   * object comes to onBatch later, in order, unless the consumer stops or loses the partition first.
+   * Transports call it when more records are already there behind a full batch.
+   */
+  onFetched?(batch: ConsumedBatch): void
   /** Called with the partitions this member holds after every (re)assignment. */
   onAssignment?(assigned: readonly TopicPartition[]): void
   /** Records per batch at most (default 1000). */

@@ -167,6 +167,54 @@ export function transportContract(name: string, target: ContractTarget): void {
       expect(second.every((s) => (JSON.parse(s.value) as {i: number}).i === 1)).toBe(true)
     })
 
+    it('hands a partition\'s next batch over (onFetched) while the batch before it is still being handled', async () => {
+      const topic = topicName('ahead')
+      await t.ensureTopics([{name: topic, partitions: 1}])
+      const n = 30
+      await t.produce([...Array(n).keys()].map((i) => ({topic, key: 'k', value: value('k', i)})))
+      const positions = new Positions()
+      const fetched = new Map<number, ConsumedBatch>()
+      const arrived = new Map<number, () => void>()
+      const handled: ConsumedBatch[] = []
+      const c = await t.consume({
+        group: `g-${randomBytes(3).toString('hex')}`,
+        topics: [topic],
+        maxBatch: 7,
+        position: positions.position,
+        onFetched: (b) => {
+          const first = b.records[0]!.offset
+          fetched.set(first, b)
+          arrived.get(first)?.()
+        },
+        onBatch: async (b) => {
+          const last = b.records.at(-1)!.offset
+          // A full batch with records behind it: its successor must come to onFetched before this
+          // handler returns (it waits for it; a transport that does not read ahead fails here).
+          if (b.records.length === 7 && last < n - 1 && !fetched.has(last + 1)) {
+            await new Promise<void>((resolve, reject) => {
+              const timer = setTimeout(() => reject(new Error(`the batch after offset ${last} was not handed over while it was being handled`)), 10_000)
+              arrived.set(last + 1, () => {
+                clearTimeout(timer)
+                resolve()
+              })
+            })
+          }
+          handled.push(b)
+          positions.advance(b)
+        },
+      })
+      consumers.push(c)
+      await Promise.race([
+        until('every record handled', async () => (handled.reduce((s, b) => s + b.records.length, 0) >= n ? true : undefined), 30_000),
+        c.done.then(() => {
+          throw new Error('the consumer stopped')
+        }),
+      ])
+      expect(handled.flatMap((b) => b.records.map((r) => r.offset))).toEqual([...Array(n).keys()])
+      // Each batch after the first is the very object handed over ahead (not read a second time).
+      expect(handled.slice(1).every((b) => fetched.get(b.records[0]!.offset) === b)).toBe(true)
+    })
+
     it('stops on a failing handler without moving past the batch, and a restart gets it again', async () => {
       const topic = topicName('fail')
       await t.ensureTopics([{name: topic, partitions: 1}])

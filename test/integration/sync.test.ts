@@ -211,6 +211,68 @@ describe.runIf(hasPg)('event sync: outbox, relay, applier', () => {
     }
   })
 
+  it('applies a batch prepared ahead (prefetch, while the one before it commits) exactly as one applied alone', async () => {
+    const X = 'CA-TOR-01'
+    const Y = 'HK-HKG-01'
+    const e = {
+      x1: event(X, {key: 'p1', version: 1, seq: 1}),
+      x3: event(X, {key: 'p2', version: 3, seq: 3}),
+      x2: event(X, {key: 'p3', version: 1, seq: 2}),
+      x4: event(X, {key: 'p4', version: 2, seq: 4}),
+      x5: event(X, {key: 'p5', version: 3, seq: 5}),
+      y1: event(Y, {key: 'p2', version: 2, seq: 1}),
+      y2: event(Y, {key: 'p5', version: 2, seq: 2, balance: 77}),
+      y3: event(Y, {key: 'p4', version: 1, seq: 3, op: 'delete'}),
+    }
+    // Batch 2 repeats x1 (below X's watermark), x3 (between watermark and last seq, seen by id) and
+    // x5; batch 3 has x5 once more beside y2 (a fresh change of x5's row, lower than x5).
+    const batches = [[e.x1, e.x3, e.x5, e.y1], [e.x1, e.x3, e.x2, e.x4, e.y1], [e.x5, e.y2, e.y3, e.x5]]
+    const outcome: unknown[] = []
+    for (const ahead of [false, true]) {
+      const n = await node(ahead ? 'AU-SYD-02' : 'AU-SYD-01')
+      try {
+        const ap = new Applier({db: n.db, sourceId: 'AU-SYD-00', tables: TABLES})
+        await ap.init()
+        const bs = batches.map((events) => batch(...events))
+        const results = []
+        for (const [i, b] of bs.entries()) {
+          if (ahead && bs[i + 1]) ap.prefetch(bs[i + 1]!)
+          // Before batch 3: a service here rewrites p5 with a lower version than x5's (its write, its
+          // business). x5 comes again in batch 3 and is a duplicate, so p5 goes to y2, the best
+          // fresh change of that row, though x5 was the row's winner when batch 3 was planned ahead.
+          if (i === 2) {
+            await n.db.transaction(async (tx) => {
+              await tx.query("UPDATE wallet_accounts SET owner = 'local', balance = 1, version = 1 WHERE id = 'p5'")
+              await emit(tx, {table: 'wallet_accounts', key: 'p5', version: 1, op: 'upsert', row: {id: 'p5', owner: 'local', balance: 1, version: 1}})
+            })
+          }
+          results.push(await ap.apply(b))
+        }
+        const sources = (await n.db.query('SELECT source_id, last_seq, events FROM jil_sync_sources ORDER BY source_id')).rows
+        outcome.push({results, rows: await rows(n.db), sources})
+      } finally {
+        await n.drop()
+      }
+    }
+    expect(outcome[0]).toMatchObject({
+      results: [
+        // p2: x3 (version 3) over y1 (version 2), within the batch.
+        {records: 4, applied: 4, duplicates: 0, changed: 3},
+        {records: 5, applied: 2, duplicates: 3, changed: 2},
+        // y2 takes p5; y3's delete of p4 (version 1) loses to x4 (version 2).
+        {records: 4, applied: 2, duplicates: 2, changed: 1},
+      ],
+      rows: [
+        {id: 'p1', owner: X, version: 1},
+        {id: 'p2', owner: X, version: 3},
+        {id: 'p3', owner: X, version: 1},
+        {id: 'p4', owner: X, version: 2},
+        {id: 'p5', owner: Y, balance: 77, version: 2},
+      ],
+    })
+    expect(outcome[1]).toEqual(outcome[0])
+  })
+
   it('keeps its de-duplication table bounded: ids only above a source watermark, pruned below it, duplicates still refused', async () => {
     const n = await node('IN-MUM-01')
     try {

@@ -1,7 +1,7 @@
 import type {Admin, Consumer as KafkaConsumer, Kafka, KafkaConfig, Producer} from 'kafkajs'
 
 import {JilError, messageOf} from '../../shared/errors.js'
-import {partitionFor, type ConsumeOptions, type Consumer, type PartitionOffset, type ProduceRecord, type TopicPartition, type TopicSpec, type Transport} from '../transport.js'
+import {partitionFor, type ConsumedBatch, type ConsumeOptions, type Consumer, type PartitionOffset, type ProduceRecord, type TopicPartition, type TopicSpec, type Transport} from '../transport.js'
 
 /**
  * The kafkajs transport, for RedPanda (REDPANDA_SEEDS). The producer is idempotent with acks from
@@ -202,15 +202,18 @@ class KafkaTransport implements Transport {
           const records = batch.messages
             .filter((m) => Number(m.offset) >= from)
             .map((m) => ({offset: Number(m.offset), key: m.key?.toString() ?? '', value: m.value ?? Buffer.alloc(0), timestamp: new Date(Number(m.timestamp))}))
-          for (let i = 0; i < records.length; i += max) {
-            const chunk = records.slice(i, i + max)
+          const chunks: ConsumedBatch[] = []
+          for (let i = 0; i < records.length; i += max) chunks.push({topic: batch.topic, partition: batch.partition, records: records.slice(i, i + max)})
+          for (const [i, chunk] of chunks.entries()) {
+            const ahead = chunks[i + 1]
+            if (ahead) o.onFetched?.(ahead)
             try {
-              await o.onBatch({topic: batch.topic, partition: batch.partition, records: chunk})
+              await o.onBatch(chunk)
             } catch (err) {
               fail(err instanceof JilError ? err : new JilError('SYNC_APPLY_FAILED', `applying a batch failed: ${messageOf(err)}`, {cause: err, status: 500}))
               throw err
             }
-            const last = chunk.at(-1)!.offset
+            const last = chunk.records.at(-1)!.offset
             next.set(k(batch.topic, batch.partition), last + 1)
             resolveOffset(String(last))
             await heartbeat()

@@ -4,7 +4,7 @@ import type {Client, Pool, PoolClient} from 'pg'
 
 import {LOCKS} from '../../shared/db/types.js'
 import {JilError, messageOf} from '../../shared/errors.js'
-import {partitionFor, type ConsumeOptions, type Consumer, type PartitionOffset, type ProduceRecord, type TopicPartition, type TopicSpec, type Transport} from '../transport.js'
+import {partitionFor, type ConsumedBatch, type ConsumeOptions, type Consumer, type PartitionOffset, type ProduceRecord, type TopicPartition, type TopicSpec, type Transport} from '../transport.js'
 
 /**
  * The postgres-log transport: a partitioned, append-only log in a PostgreSQL database that several
@@ -337,19 +337,25 @@ class PostgresLog implements Transport {
         let got = false
         for (const h of [...held.values()]) {
           if (stopped) break
-          const {rows} = await this.pool.query<{offset: number; key: string; value: Buffer; ts: Date}>(
-            'SELECT "offset", key, value, ts FROM jil_log.records WHERE topic = $1 AND partition = $2 AND "offset" >= $3 ORDER BY "offset" LIMIT $4',
-            [h.tp.topic, h.tp.partition, h.next, maxBatch],
-          )
-          if (rows.length === 0) continue
-          got = true
-          await o.onBatch({topic: h.tp.topic, partition: h.tp.partition, records: rows.map((r) => ({offset: r.offset, key: r.key, value: r.value, timestamp: r.ts}))})
-          h.next = rows.at(-1)!.offset + 1
-          await this.pool.query(
-            `INSERT INTO jil_log.group_offsets (grp, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (grp, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()`,
-            [o.group, h.tp.topic, h.tp.partition, h.next],
-          )
+          // Batch after batch of this partition until it is drained or the heartbeat is due; behind
+          // a full batch the next one is read (and handed to onFetched) while the handler works.
+          let batch = await this.read(h.tp, h.next, maxBatch)
+          while (batch) {
+            got = true
+            const last = batch.records.at(-1)!.offset
+            const ahead = batch.records.length === maxBatch ? this.read(h.tp, last + 1, maxBatch) : undefined
+            // Not waited for when the turn ends first: its records are read again next turn.
+            ahead?.then((b) => b && o.onFetched?.(b)).catch(() => {})
+            await o.onBatch(batch)
+            h.next = last + 1
+            await this.pool.query(
+              `INSERT INTO jil_log.group_offsets (grp, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (grp, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()`,
+              [o.group, h.tp.topic, h.tp.partition, h.next],
+            )
+            if (stopped || Date.now() >= nextHeartbeat) break
+            batch = await ahead
+          }
           if (Date.now() >= nextHeartbeat) break
         }
         if (!got && !stopped) {
@@ -380,6 +386,16 @@ class PostgresLog implements Transport {
       },
       done,
     }
+  }
+
+  /** Up to `max` records of a partition from offset `from` on, as a batch; undefined when there are none. */
+  private async read(tp: TopicPartition, from: number, max: number): Promise<ConsumedBatch | undefined> {
+    const {rows} = await this.pool.query<{offset: number; key: string; value: Buffer; ts: Date}>(
+      'SELECT "offset", key, value, ts FROM jil_log.records WHERE topic = $1 AND partition = $2 AND "offset" >= $3 ORDER BY "offset" LIMIT $4',
+      [tp.topic, tp.partition, from, max],
+    )
+    if (rows.length === 0) return undefined
+    return {topic: tp.topic, partition: tp.partition, records: rows.map((r) => ({offset: r.offset, key: r.key, value: r.value, timestamp: r.ts}))}
   }
 
   async close(): Promise<void> {
