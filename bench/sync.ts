@@ -5,12 +5,20 @@
 // per batch. The events are made and encoded before the clock starts (the bus is not measured: this
 // is the node side of a replay). Goal: ≥ 25,000 events/s. Skipped, with a note, without PostgreSQL.
 //
-//   npm run bench -- sync [--events N] [--batch N] [--rows N] [--no-prefetch]
+//   npm run bench -- sync [--events N] [--batch N] [--rows N] [--no-prefetch] [--via-log [--partitions N]]
+//
+// --via-log measures the whole path of a node catching up instead: the events in a postgres-log,
+// consumed by the sync runner as the daemon runs it (transport read-ahead included).
 import {pino} from 'pino'
 
 import {openPg} from '../src/shared/db/pg.js'
 import {encodeEnvelope, rowKey, stateSyncTopic, uuidv7, type SyncEnvelope} from '../src/shared/sync-envelope.js'
+import {systemClock} from '../src/shared/clock.js'
 import {Applier} from '../src/sync/applier.js'
+import type {SyncSettings} from '../src/sync/config.js'
+import {startSync} from '../src/sync/runner.js'
+import type {SyncTable} from '../src/sync/tables.js'
+import {openPostgresLog} from '../src/sync/transports/postgres-log.js'
 import {migrateNodeDb} from '../src/sync/migrations.js'
 import type {ConsumedRecord} from '../src/sync/transport.js'
 import {opt} from './lib/args.js'
@@ -22,7 +30,12 @@ const BENCH = 'sync'
 const EVENTS = opt('events', 1_000_000)
 const BATCH = opt('batch', 5000)
 const ROWS = opt('rows', 100_000)
+/** --via-log: partitions of the topic (6, as a node creates them by default). */
+const PARTITIONS = opt('partitions', 6)
 const NO_PREFETCH = process.argv.includes('--no-prefetch')
+const VIA_LOG = process.argv.includes('--via-log')
+const NODE = 'GB-LON-01'
+const SETTLEMENTS: SyncTable = {name: 'settlements', key: ['id'], version: 'version'}
 const SOURCES = ['CH-ZUG-01', 'SG-SIN-01', 'US-NYC-01']
 
 function emit(metric: string, value: number, unit: string): void {
@@ -45,7 +58,7 @@ u.pathname = `/${name}`
 const db = await openPg(u.toString(), {max: 2})
 try {
   await db.exec('CREATE TABLE settlements (id text PRIMARY KEY, sender text NOT NULL, amount numeric NOT NULL, zone text NOT NULL, state text NOT NULL, version bigint NOT NULL)')
-  await migrateNodeDb(db, 'GB-LON-01')
+  await migrateNodeDb(db, NODE)
   const timing = new Map<string, number>()
   if (process.env.JIL_BENCH_TIMING) {
     const orig = db.transaction.bind(db)
@@ -65,7 +78,7 @@ try {
         } as typeof tx),
       )
   }
-  const applier = new Applier({db, sourceId: 'GB-LON-01', tables: [{name: 'settlements', key: ['id'], version: 'version'}], log: pino({level: 'silent'})})
+  const applier = new Applier({db, sourceId: NODE, tables: [SETTLEMENTS], log: pino({level: 'silent'})})
   await applier.init()
 
   note(`making ${EVENTS} events`)
@@ -101,25 +114,63 @@ try {
     records.push({offset: i, key: env.key, value: encodeEnvelope(env), timestamp: new Date(t + i)})
   }
 
-  note(`replaying in batches of ${BATCH}`)
   let applied = 0
   let dups = 0
-  const profile = await startProfile()
-  const t0 = performance.now()
-  // As a consumer reads: the transport hands the next batch over (onFetched → prefetch) as soon as
-  // it has read it, while the one before it is being applied.
-  const batchAt = (i: number) => ({topic, partition: 0, records: records.slice(i, i + BATCH)})
-  let batch = batchAt(0)
-  for (let i = 0; i < records.length; i += BATCH) {
-    const ahead = i + BATCH < records.length ? batchAt(i + BATCH) : undefined
-    if (ahead && !NO_PREFETCH) applier.prefetch(ahead)
-    const r = await applier.apply(batch)
-    if (ahead) batch = ahead
-    applied += r.applied
-    dups += r.duplicates
+  let ms: number
+  if (VIA_LOG) {
+    // The whole path of a node catching up: the records in a postgres-log (6 partitions, as a node
+    // creates them; --partitions N), read by the sync runner's consumer (read-ahead, prefetch, apply) as the daemon
+    // runs it. Written without ids, so the 1 % sent twice reach the node as over Kafka.
+    note('writing them to a postgres-log')
+    await admin.query(`CREATE DATABASE ${name}_log`)
+    const logUrl = new URL(url)
+    logUrl.pathname = `/${name}_log`
+    const transport = await openPostgresLog(logUrl.toString())
+    try {
+      await transport.ensureTopics([{name: topic, partitions: PARTITIONS}])
+      for (let i = 0; i < records.length; i += 20_000) await transport.produce(records.slice(i, i + 20_000).map((r) => ({topic, key: r.key, value: r.value})))
+      records.length = 0
+      note(`replaying through the sync runner, batches of ${BATCH} at most`)
+      const settings: SyncSettings = {transport: 'postgres-log', nodeDatabaseUrl: u.toString(), logUrl: logUrl.toString(), seeds: [], tables: [SETTLEMENTS], partitions: PARTITIONS, batch: BATCH}
+      const profile = await startProfile()
+      const t0 = performance.now()
+      const runner = await startSync({settings, nodeId: NODE, clock: systemClock, log: pino({level: 'silent'}), transport})
+      try {
+        for (;;) {
+          const c = runner.snapshot().counters
+          if (c.applied + c.duplicates >= EVENTS) break
+          if (c.restarts > 0) throw new Error(`the sync session failed: ${runner.snapshot().error}`)
+          await new Promise((r) => setTimeout(r, 20))
+        }
+        ms = performance.now() - t0
+        await profile.stop()
+        ;({applied, duplicates: dups} = runner.snapshot().counters)
+      } finally {
+        await runner.stop()
+      }
+    } finally {
+      await transport.close()
+      await admin.query(`DROP DATABASE IF EXISTS ${name}_log WITH (FORCE)`)
+    }
+  } else {
+    note(`replaying in batches of ${BATCH}`)
+    const profile = await startProfile()
+    const t0 = performance.now()
+    // As a consumer reads: the transport hands the next batch over (onFetched → prefetch) as soon as
+    // it has read it, while the one before it is being applied.
+    const batchAt = (i: number) => ({topic, partition: 0, records: records.slice(i, i + BATCH)})
+    let batch = batchAt(0)
+    for (let i = 0; i < records.length; i += BATCH) {
+      const ahead = i + BATCH < records.length ? batchAt(i + BATCH) : undefined
+      if (ahead && !NO_PREFETCH) applier.prefetch(ahead)
+      const r = await applier.apply(batch)
+      if (ahead) batch = ahead
+      applied += r.applied
+      dups += r.duplicates
+    }
+    ms = performance.now() - t0
+    await profile.stop()
   }
-  const ms = performance.now() - t0
-  await profile.stop()
   if (dups !== duplicates || applied !== EVENTS - duplicates) throw new Error(`de-duplication is off: applied ${applied}, duplicates ${dups} (expected ${EVENTS - duplicates}, ${duplicates})`)
   const {rows} = await db.query<{n: number}>('SELECT count(*)::bigint AS n FROM settlements')
   note(`${applied} applied, ${dups} duplicates dropped, ${rows[0]!.n} rows, ${(ms / 1000).toFixed(1)} s`)

@@ -13,7 +13,11 @@ export type SyncSettings = {
   tables: SyncTable[]
   /** Partitions of each topic the node creates (JIL_SYNC_PARTITIONS, default 6). */
   partitions: number
-  /** Events per applier transaction and per relay round (JIL_SYNC_BATCH, default 1000). */
+  /**
+   * Events per applier transaction at most (JIL_SYNC_BATCH, default 5000): a replay goes in batches
+   * this large, while a node in step applies what has come, a few at a time. The relay publishes in
+   * rounds of at most 1000 (a broker's record-batch limit is about 1 MB).
+   */
   batch: number
 }
 
@@ -59,6 +63,6 @@ export function syncSettingsFrom(v: Readonly<Record<string, string | undefined>>
     seeds,
     tables: tables ? parseSyncTables(tables) : DEFAULT_SYNC_TABLES.map((t) => ({...t, key: [...t.key]})),
     partitions: int(get('partitions'), 6, SYNC_ENV.partitions, 1, 256),
-    batch: int(get('batch'), 1000, SYNC_ENV.batch, 1, 50_000),
+    batch: int(get('batch'), 5000, SYNC_ENV.batch, 1, 50_000),
   }
 }

@@ -30,6 +30,9 @@ import {openTransport, type KafkaIdentity} from './transports/index.js'
 
 export const SYNC_STATUS_FILE = STATE_FILES.syncStatus
 
+/** Outbox rows per relay round at most: one produce call, kept well under a broker's ~1 MB record-batch limit. */
+const RELAY_ROUND = 1000
+
 export type SyncRunnerOptions = {
   settings: SyncSettings
   nodeId: string
@@ -207,7 +210,7 @@ export async function startSync(o: SyncRunnerOptions): Promise<SyncRunner> {
       const applier = new Applier({db, sourceId: o.nodeId, tables: o.settings.tables, log, ...(o.beforeCommit ? {beforeCommit: o.beforeCommit} : {})})
       await applier.init()
       await t.ensureTopics(applier.topics.map((name) => ({name, partitions: o.settings.partitions})))
-      const relay = new Relay({db, transport: t, clock: o.clock, batch: o.settings.batch, partitions: o.settings.partitions})
+      const relay = new Relay({db, transport: t, clock: o.clock, batch: Math.min(o.settings.batch, RELAY_ROUND), partitions: o.settings.partitions})
       relay.markEnsured(applier.topics)
       transport = t
       consumer = await t.consume({

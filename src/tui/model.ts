@@ -9,6 +9,7 @@ import type {AlertSeverity, AlertView} from '../shared/alerts.js'
 import type {FleetCommand, FleetNode, FleetNodeDetail, NodeStatus, RolloutView} from '../shared/api.js'
 import type {FleetEvent} from '../shared/fleet-events.js'
 import {NODE_STATUSES} from '../shared/fleet.js'
+import {lowerBound} from '../shared/sorted.js'
 import {ZONES} from '../shared/zones.js'
 
 /**
@@ -573,14 +574,7 @@ export class NodeOrder {
 
   /** The first row not before `e`. */
   private lowerBound(e: Keyed): number {
-    let lo = 0
-    let hi = this.entries.length
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1
-      if (compareKeyed(this.entries[mid]!, e, this.dir) < 0) lo = mid + 1
-      else hi = mid
-    }
-    return lo
+    return lowerBound(this.entries, e, (a, b) => compareKeyed(a, b, this.dir))
   }
 
   private insert(e: Keyed): void {
@@ -891,18 +885,6 @@ export class OverviewTally {
       if (c.lag.behind) this.behind--
     }
   }
-}
-
-/** The first index of a sorted array not before `x`. */
-function lowerBound<T>(xs: readonly T[], x: T, cmp: (a: T, b: T) => number): number {
-  let lo = 0
-  let hi = xs.length
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1
-    if (cmp(xs[mid]!, x) < 0) lo = mid + 1
-    else hi = mid
-  }
-  return lo
 }
 
 /**

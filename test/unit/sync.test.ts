@@ -102,7 +102,7 @@ describe('sync configuration', () => {
     expect(() => syncSettingsFrom({JIL_SYNC_TRANSPORT: 'kafka'})).toThrow(expect.objectContaining({code: 'SETTING_MISSING'}))
     expect(() => syncSettingsFrom({JIL_SYNC_TRANSPORT: 'postgres-log', JIL_NODE_DATABASE_URL: 'postgres://x/n'})).toThrow(/JIL_SYNC_LOG_URL/)
     expect(() => syncSettingsFrom({JIL_SYNC_TRANSPORT: 'nats'})).toThrow(expect.objectContaining({code: 'SETTING_INVALID'}))
-    expect(syncSettingsFrom({JIL_SYNC_TRANSPORT: 'kafka', JIL_NODE_DATABASE_URL: 'postgres://x/n', REDPANDA_SEEDS: 'a:9093, b:9093'})).toMatchObject({transport: 'kafka', seeds: ['a:9093', 'b:9093'], partitions: 6, batch: 1000})
+    expect(syncSettingsFrom({JIL_SYNC_TRANSPORT: 'kafka', JIL_NODE_DATABASE_URL: 'postgres://x/n', REDPANDA_SEEDS: 'a:9093, b:9093'})).toMatchObject({transport: 'kafka', seeds: ['a:9093', 'b:9093'], partitions: 6, batch: 5000})
   })
 })
 

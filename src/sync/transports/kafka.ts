@@ -152,7 +152,8 @@ class KafkaTransport implements Transport {
 
   async consume(o: ConsumeOptions): Promise<Consumer> {
     const {kafka} = await this.connect()
-    const consumer: KafkaConsumer = kafka.consumer({groupId: o.group, allowAutoTopicCreation: false, sessionTimeout: this.o.sessionTimeoutMs ?? 30_000, maxBytesPerPartition: 1 << 20})
+    // 4 MiB per partition and fetch: one fetch can carry a whole applier batch in a replay (5000 events of a few hundred bytes).
+    const consumer: KafkaConsumer = kafka.consumer({groupId: o.group, allowAutoTopicCreation: false, sessionTimeout: this.o.sessionTimeoutMs ?? 30_000, maxBytesPerPartition: 4 << 20})
     let assigned: TopicPartition[] = []
     /** The next offset to handle per partition, from the caller at the latest join. */
     const next = new Map<string, number>()

@@ -284,7 +284,8 @@ class PostgresLog implements Transport {
     await session.connect()
     await this.ensureListener()
 
-    const held = new Map<string, {tp: TopicPartition; next: number}>()
+    type Held = {tp: TopicPartition; next: number}
+    const held = new Map<string, Held>()
     let stopped = false
     const waker: {wake?: () => void} = {}
 
@@ -327,6 +328,16 @@ class PostgresLog implements Transport {
       if (changed) o.onAssignment?.([...held.values()].map((h) => h.tp))
     }
 
+    // The batch read ahead: of the partition whose turn is next, from where it stood when read.
+    let ahead: {h: Held; from: number; batch: Promise<ConsumedBatch | undefined>} | undefined
+    const readAhead = (h: Held, from: number): void => {
+      const batch = this.read(h.tp, from, maxBatch)
+      // Handed over as soon as it is read, while the handler still works on the batch before it.
+      // A failed read is not an error here: the turn reads again.
+      batch.then((b) => b && o.onFetched?.(b)).catch(() => {})
+      ahead = {h, from, batch: batch.catch(() => this.read(h.tp, from, maxBatch))}
+    }
+
     const loop = async (): Promise<void> => {
       let nextHeartbeat = 0
       while (!stopped) {
@@ -335,27 +346,30 @@ class PostgresLog implements Transport {
           nextHeartbeat = Date.now() + heartbeatMs
         }
         let got = false
-        for (const h of [...held.values()]) {
+        const turn = [...held.values()]
+        for (const [i, h] of turn.entries()) {
           if (stopped) break
-          // Batch after batch of this partition until it is drained or the heartbeat is due; behind
-          // a full batch the next one is read (and handed to onFetched) while the handler works.
-          let batch = await this.read(h.tp, h.next, maxBatch)
-          while (batch) {
-            got = true
-            const last = batch.records.at(-1)!.offset
-            const ahead = batch.records.length === maxBatch ? this.read(h.tp, last + 1, maxBatch) : undefined
-            // Not waited for when the turn ends first: its records are read again next turn.
-            ahead?.then((b) => b && o.onFetched?.(b)).catch(() => {})
-            await o.onBatch(batch)
-            h.next = last + 1
-            await this.pool.query(
-              `INSERT INTO jil_log.group_offsets (grp, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
-               ON CONFLICT (grp, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()`,
-              [o.group, h.tp.topic, h.tp.partition, h.next],
-            )
-            if (stopped || Date.now() >= nextHeartbeat) break
-            batch = await ahead
-          }
+          // Records are immutable once written: a batch read ahead is still right, if perhaps shorter.
+          // Found empty then, the partition is read again (records may have come since).
+          const early = ahead && ahead.h === h && ahead.from === h.next ? await ahead.batch : undefined
+          ahead = undefined
+          const batch = early ?? (await this.read(h.tp, h.next, maxBatch))
+          if (!batch) continue
+          got = true
+          const last = batch.records.at(-1)!.offset
+          // One batch per partition per turn (a backlog on one does not hold the others back); the
+          // next partition's batch is read while this one is handled — this one's own next batch
+          // when it is alone and more is likely there (the batch was full).
+          const following = turn[(i + 1) % turn.length]!
+          if (following !== h) readAhead(following, following.next)
+          else if (batch.records.length === maxBatch) readAhead(h, last + 1)
+          await o.onBatch(batch)
+          h.next = last + 1
+          await this.pool.query(
+            `INSERT INTO jil_log.group_offsets (grp, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (grp, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()`,
+            [o.group, h.tp.topic, h.tp.partition, h.next],
+          )
           if (Date.now() >= nextHeartbeat) break
         }
         if (!got && !stopped) {
