@@ -5,7 +5,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import type {Logger} from 'pino'
 
 import {runDaemon, type RunningDaemon} from '../daemon/daemon.js'
-import {nodePath, readNodeEnv, writeNodeEnv} from '../node/config.js'
+import {nodePath, quoteEnvValue, readNodeEnv, writeNodeEnv} from '../node/config.js'
 import type {HardwareReport} from '../node/hardware.js'
 import {initNode, joinNode, loadNodeIdentity, type NodeIdentityFile} from '../node/identity.js'
 import type {Runtime} from '../node/runtime.js'
@@ -79,10 +79,7 @@ export async function writeDevSettings(stateDir: string, values: Readonly<Record
   const text = await readFile(path, 'utf8')
   const at = text.indexOf(DEV_SETTINGS_MARKER)
   const own = (at < 0 ? text : text.slice(0, at)).replace(/\n*$/, '\n')
-  const lines = Object.entries(values).map(([k, v]) => {
-    if (!/^[A-Za-z0-9_./:,@%+=-]*$/.test(v)) throw new JilError('INTERNAL', `dev setting ${k} needs quoting`)
-    return `${k}=${v}`
-  })
+  const lines = Object.entries(values).map(([k, v]) => `${k}=${quoteEnvValue(v)}`)
   const secret = Object.values(values).some((v) => /^postgres(ql)?:\/\/[^/@]*:[^/@]*@/.test(v))
   await writeFileAtomic(path, `${own}\n${DEV_SETTINGS_MARKER}\n${lines.join('\n')}\n`, secret ? 0o600 : 0o644)
 }

@@ -162,7 +162,8 @@ const ENV_KEYS = ['JIL_NODE_ID', 'JIL_REGION', 'JIL_JURISDICTION', 'REDPANDA_SEE
 /** Values that need no quoting in sh or systemd's EnvironmentFile. */
 const BARE = /^[A-Za-z0-9_./:,@%+=-]*$/
 
-function quote(v: string): string {
+/** A value as node.env writes it: bare when it can be, else double-quoted and escaped (parseEnvFile reads it back). */
+export function quoteEnvValue(v: string): string {
   if (/[\n\r\0]/.test(v)) throw new JilError('INTERNAL', 'a node.env value contains a line break')
   // Inside double quotes, sh and systemd both take \ " $ ` as escaped by a backslash.
   return BARE.test(v) ? v : `"${v.replace(/[\\"$`]/g, '\\$&')}"`
@@ -172,7 +173,7 @@ export function formatNodeEnv(env: NodeEnv): string {
   const lines = ['# Written by `jil node init`: this node\'s own values. Edit with `jil node init --force`.']
   for (const k of ENV_KEYS) {
     const v = env[k]
-    if (v !== undefined) lines.push(`${k}=${quote(v)}`)
+    if (v !== undefined) lines.push(`${k}=${quoteEnvValue(v)}`)
   }
   return lines.join('\n') + '\n'
 }

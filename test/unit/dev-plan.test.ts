@@ -114,6 +114,12 @@ describe('the dev settings block of node.env', () => {
       const settings = await loadSettings(dir, {})
       expect(settings.schedule.healthMs).toBe(15_000)
       expect(settings.sync).toMatchObject({transport: 'postgres-log', nodeDatabaseUrl: 'postgres://postgres:s3cret@127.0.0.1:5432/jil_dev_ch_zug_01'})
+
+      // A URL with a query and a password of shell characters (jil dev --database-url '…'): quoted, read back as given.
+      const url = 'postgres://jil:p$a"ss`w\\d~&@127.0.0.1:5432/jil_dev_ch_zug_01?sslmode=disable'
+      await writeDevSettings(dir, {JIL_NODE_DATABASE_URL: url, JIL_SYNC_TRANSPORT: 'postgres-log', JIL_SYNC_LOG_URL: `${url}&application_name=x`})
+      expect((await loadSettings(dir, {})).sync).toMatchObject({nodeDatabaseUrl: url, logUrl: `${url}&application_name=x`})
+      expect(await readNodeEnv(dir)).toMatchObject({JIL_NODE_ID: 'CH-ZUG-01'})
     } finally {
       await tmp.cleanup()
     }
