@@ -144,7 +144,7 @@ describe.runIf(PG_URL && existsSync(REGISTRY_BIN))('jil dev: the whole fleet on 
       await jilOk(['hq', 'approve', ref, '--track', 'mainnet', ...user('ops-lead')], env)
       const early = await jil(['hq', 'promote', ref, '--to', 'mainnet', ...user('ops-lead'), '--json'], env)
       expect(early.code).toBe(1)
-      expect(early.json().error.code).toBeTruthy()
+      expect(early.json().error.code).toBe('INSUFFICIENT_APPROVALS')
       await jilOk(['hq', 'approve', ref, '--track', 'mainnet', ...user('security-lead')], env)
       const promoted = (await jilOk(['hq', 'promote', ref, '--to', 'mainnet', ...user('security-lead'), '--json'], env)).json()
       expect(promoted).toMatchObject({track: 'mainnet', digest: signed.digest})
