@@ -11,7 +11,7 @@ import {defaultProfilePath, readBundle, writeBundle} from '../shared/bundle.js'
 import type {Clock} from '../shared/clock.js'
 import {JilError, messageOf} from '../shared/errors.js'
 import {withinMs} from '../shared/loop.js'
-import {exists, lockFile, writeFileAtomic, type FileLock} from '../shared/files.js'
+import {exists, lockFile, readText, writeFileAtomic, type FileLock} from '../shared/files.js'
 import {hardwareReport} from '../node/hardware.js'
 import {connectAs, ensureDemoRelease, ensureHq, ensureUsers, updateHqConfig} from './hq.js'
 import {demoLayer, imageFor, pushImage, registryDigest} from './image.js'
@@ -76,6 +76,27 @@ export type RunningDev = {
 /** dev.json: what a second run reuses (ports, so URLs recorded in node dirs and bundles stay right). */
 type DevState = {version: 1; hq_port?: number; registry_port?: number; demo?: Record<string, string>}
 
+/**
+ * dev.json, or a fresh state when there is none. It only remembers ports, so one that cannot be read
+ * is set aside with a note, not fatal: the nodes follow HQ to a new port (repointNode).
+ */
+export async function readDevState(path: string, notes: string[]): Promise<DevState> {
+  if (!(await exists(path))) return {version: 1}
+  const text = await readText(path, 'the dev state')
+  try {
+    const v: unknown = JSON.parse(text)
+    if (typeof v === 'object' && v !== null && !Array.isArray(v) && (v as {version?: unknown}).version === 1) {
+      const {hq_port, registry_port, demo} = v as Record<string, unknown>
+      const port = (p: unknown) => (Number.isInteger(p) && (p as number) > 0 && (p as number) < 65536 ? (p as number) : undefined)
+      return {version: 1, ...(port(hq_port) ? {hq_port: port(hq_port)} : {}), ...(port(registry_port) ? {registry_port: port(registry_port)} : {}), ...(demo && typeof demo === 'object' ? {demo: demo as Record<string, string>} : {})}
+    }
+  } catch {
+    // not JSON: as below
+  }
+  notes.push(`${path} was not a state this jil dev wrote; it starts afresh (new ports; the nodes follow HQ)`)
+  return {version: 1}
+}
+
 export const DEFAULT_HQ_PORT = 7443
 
 export async function startDev(o: DevOptions): Promise<RunningDev> {
@@ -101,19 +122,11 @@ export async function startDev(o: DevOptions): Promise<RunningDev> {
     }
   }
   try {
-    const state: DevState = JSON.parse(await readFile(paths.state, 'utf8').catch(() => '{"version":1}')) as DevState
+    const state = await readDevState(paths.state, notes)
     const saveState = () => writeFileAtomic(paths.state, JSON.stringify(state, null, 2) + '\n', 0o600)
 
     // -- the container engine ------------------------------------------------------------------
-    let docker: DockerRuntime | undefined
-    if (o.docker !== 'off') {
-      const host = env.JIL_DOCKER_HOST || env.DOCKER_HOST || undefined
-      const candidate = (host || (await exists('/var/run/docker.sock'))) ? await DockerRuntime.connect(host) : undefined
-      const reason = candidate ? await pingWithin(candidate, 3000) : 'no DOCKER_HOST and no /var/run/docker.sock'
-      if (candidate && reason === undefined) docker = candidate
-      else if (o.docker === 'on') throw new JilError('DOCKER_UNREACHABLE', `--docker on, but no Docker engine answers: ${reason}`, {hint: 'start dockerd (or set DOCKER_HOST), or run with --docker off'})
-      else notes.push(`no Docker engine (${reason}): the nodes use the no-container runtime (services run as processes of jil dev)`)
-    }
+    let docker = await chooseEngine(o.docker, env, notes)
 
     // -- the registry and the demo image ---------------------------------------------------------
     let registry: LocalRegistry | undefined
@@ -276,6 +289,29 @@ export async function startDev(o: DevOptions): Promise<RunningDev> {
 }
 
 /** undefined when the engine answers within `ms`, else why not. */
+/**
+ * The Docker engine the nodes use: the one at JIL_DOCKER_HOST / DOCKER_HOST / the default socket when
+ * it answers. Under --docker auto, no engine (none there, not answering, or a host this jil cannot
+ * use, like ssh://) is a note and the no-container runtime; under --docker on it is an error.
+ */
+export async function chooseEngine(mode: 'auto' | 'on' | 'off', env: Readonly<Record<string, string | undefined>>, notes: string[]): Promise<DockerRuntime | undefined> {
+  if (mode === 'off') return undefined
+  const host = env.JIL_DOCKER_HOST || env.DOCKER_HOST || undefined
+  let candidate: DockerRuntime | undefined
+  let reason: string | undefined = 'no DOCKER_HOST and no /var/run/docker.sock'
+  try {
+    if (host || (await exists('/var/run/docker.sock'))) candidate = await DockerRuntime.connect(host)
+  } catch (err) {
+    if (!(err instanceof JilError) || mode === 'on') throw err
+    reason = err.message
+  }
+  if (candidate) reason = await pingWithin(candidate, 3000)
+  if (candidate && reason === undefined) return candidate
+  if (mode === 'on') throw new JilError('DOCKER_UNREACHABLE', `--docker on, but no Docker engine answers: ${reason}`, {hint: 'start dockerd (or set DOCKER_HOST), or run with --docker off'})
+  notes.push(`no Docker engine (${reason}): the nodes use the no-container runtime (services run as processes of jil dev)`)
+  return undefined
+}
+
 async function pingWithin(rt: DockerRuntime, ms: number): Promise<string | undefined> {
   try {
     await withinMs(rt.ping(), ms, 'the engine')

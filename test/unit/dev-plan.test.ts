@@ -1,10 +1,11 @@
 import {execFileSync} from 'node:child_process'
 import {existsSync, readFileSync} from 'node:fs'
-import {mkdir, readFile, stat, writeFile} from 'node:fs/promises'
+import {mkdir, readFile, rm, stat, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {describe, expect, it} from 'vitest'
 
+import {chooseEngine, readDevState} from '../../src/dev/dev.js'
 import {demoLayer, imageFor, isStatic, rootfsEntries, sha256, tar} from '../../src/dev/image.js'
 import {DEV_SETTINGS_MARKER, writeDevSettings} from '../../src/dev/nodes.js'
 import {demoStack, devNodes, nodeDatabaseName, ZONE_SITES} from '../../src/dev/plan.js'
@@ -120,6 +121,51 @@ describe('the dev settings block of node.env', () => {
       await writeDevSettings(dir, {JIL_NODE_DATABASE_URL: url, JIL_SYNC_TRANSPORT: 'postgres-log', JIL_SYNC_LOG_URL: `${url}&application_name=x`})
       expect((await loadSettings(dir, {})).sync).toMatchObject({nodeDatabaseUrl: url, logUrl: `${url}&application_name=x`})
       expect(await readNodeEnv(dir)).toMatchObject({JIL_NODE_ID: 'CH-ZUG-01'})
+    } finally {
+      await tmp.cleanup()
+    }
+  })
+})
+
+describe('jil dev start-up choices', () => {
+  it('reads dev.json, and sets aside one it did not write with a note instead of failing', async () => {
+    const tmp = await tempDir('jil-dev-state-')
+    try {
+      const path = join(tmp.dir, 'dev.json')
+      const notes: string[] = []
+      expect(await readDevState(path, notes)).toEqual({version: 1})
+      await writeFile(path, JSON.stringify({version: 1, hq_port: 48000, registry_port: 48001}))
+      expect(await readDevState(path, notes)).toEqual({version: 1, hq_port: 48000, registry_port: 48001})
+      expect(notes).toEqual([])
+      for (const broken of ['{"version":1,', 'null', '[1]', '{"version":2,"hq_port":1}']) {
+        await writeFile(path, broken)
+        const n: string[] = []
+        expect(await readDevState(path, n)).toEqual({version: 1})
+        expect(n).toEqual([expect.stringContaining('starts afresh')])
+      }
+      // Ports that are not ports are dropped, not used.
+      await writeFile(path, JSON.stringify({version: 1, hq_port: 'x', registry_port: 70000}))
+      expect(await readDevState(path, notes)).toEqual({version: 1})
+      // A directory in its place is an error to fix, not a state to ignore.
+      await rm(path)
+      await mkdir(path)
+      await expect(readDevState(path, notes)).rejects.toMatchObject({code: 'FILE_INVALID'})
+    } finally {
+      await tmp.cleanup()
+    }
+  })
+
+  it('falls back to the no-container runtime under --docker auto when DOCKER_HOST is unusable; --docker on refuses', async () => {
+    const tmp = await tempDir('jil-dev-engine-')
+    try {
+      for (const env of [{DOCKER_HOST: 'ssh://ops@engine.example'}, {JIL_DOCKER_HOST: `unix://${join(tmp.dir, 'nothing.sock')}`}]) {
+        const notes: string[] = []
+        expect(await chooseEngine('auto', env, notes)).toBeUndefined()
+        expect(notes).toEqual([expect.stringMatching(/^no Docker engine \(.+\): the nodes use the no-container runtime/)])
+      }
+      await expect(chooseEngine('on', {DOCKER_HOST: 'ssh://ops@engine.example'}, [])).rejects.toMatchObject({code: 'DOCKER_HOST_INVALID'})
+      await expect(chooseEngine('on', {JIL_DOCKER_HOST: `unix://${join(tmp.dir, 'nothing.sock')}`}, [])).rejects.toMatchObject({code: 'DOCKER_UNREACHABLE'})
+      expect(await chooseEngine('off', {DOCKER_HOST: 'ssh://x'}, [])).toBeUndefined()
     } finally {
       await tmp.cleanup()
     }
