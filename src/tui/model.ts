@@ -1101,7 +1101,8 @@ export function agentRows(detail: Pick<FleetNodeDetail, 'reports' | 'agents'>): 
     const r = detail.reports[agent as keyof FleetNodeDetail['reports']]
     const a = detail.agents?.[agent as keyof NonNullable<FleetNodeDetail['agents']>]
     // The newer of the two: a report HQ stored after the heartbeat, or the heartbeat's summary of a later run.
-    if (r && (!a || r.finished_at >= a.at)) {
+    // By time, not by text: '…:00Z' sorts after '…:00.500Z' as text.
+    if (r && (!a || Date.parse(r.finished_at) >= Date.parse(a.at))) {
       return {agent, ok: r.ok, at: r.finished_at, summary: r.summary, critical: r.findings.filter((f) => f.severity === 'critical').length, warning: r.findings.filter((f) => f.severity === 'warning').length}
     }
     return {agent, ok: a!.ok, at: a!.at, summary: a!.summary, critical: a!.critical, warning: a!.warning}

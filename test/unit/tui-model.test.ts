@@ -520,6 +520,9 @@ describe('alerts, security, images, services, broadcasts', () => {
       {agent: 'security', ok: false, at: '2026-01-10T11:00:00.000Z', summary: 'security could not run', critical: 0, warning: 0},
       {agent: 'update', ok: true, at: '2026-01-10T11:30:00.000Z', summary: 'up to date', critical: 0, warning: 0},
     ])
+    // Times written without milliseconds compare by time, not as text.
+    const later = agentRows({reports: {health: report('health', '2026-01-10T12:00:00Z')}, agents: {health: {at: '2026-01-10T12:00:00.500Z', ok: false, summary: 'later run', critical: 1, warning: 0}}})
+    expect(later).toEqual([{agent: 'health', ok: false, at: '2026-01-10T12:00:00.500Z', summary: 'later run', critical: 1, warning: 0}])
   })
 
   it('brings broadcast rows up to date from the streamed commands', () => {
