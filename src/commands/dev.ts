@@ -3,6 +3,7 @@ import {once} from 'node:events'
 import {Flags} from '@oclif/core'
 
 import {JilCommand} from '../base-command.js'
+import {MAX_DEV_NODES} from '../dev/plan.js'
 
 export type DevReadyLine = import('../dev/dev.js').DevReady
 
@@ -12,7 +13,7 @@ export default class Dev extends JilCommand {
   static override examples = ['<%= config.bin %> dev', '<%= config.bin %> dev --nodes 5 --docker off', '<%= config.bin %> dev --data-dir /tmp/fleet --database-url postgres://postgres@127.0.0.1:5432/postgres --json']
 
   static override flags = {
-    nodes: Flags.integer({description: 'How many nodes (round-robin over the 13 zones).', default: 20, min: 1, max: 260, env: 'JIL_DEV_NODES'}),
+    nodes: Flags.integer({description: 'How many nodes (round-robin over the 13 zones).', default: 20, min: 1, max: MAX_DEV_NODES, env: 'JIL_DEV_NODES'}),
     'data-dir': Flags.string({description: 'Where the dev fleet lives (default $XDG_STATE_HOME/jil/dev).', env: 'JIL_DEV_DATA_DIR', helpValue: 'DIR'}),
     docker: Flags.string({description: 'Run the nodes\' services in the Docker engine (auto: when DOCKER_HOST or /var/run/docker.sock answers).', options: ['auto', 'on', 'off'], default: 'auto', env: 'JIL_DEV_DOCKER'}),
     listen: Flags.string({description: 'Where HQ listens (default 127.0.0.1:7443, or a free port when taken; port 0 picks one).', env: 'JIL_DEV_LISTEN', helpValue: 'HOST:PORT'}),

@@ -18,7 +18,7 @@ import {demoLayer, imageFor, pushImage, registryDigest} from './image.js'
 import {DEV_SCHEDULE, ensureJoined, heartbeatAfterFirstUpdate, nodeStateDir, startNodeDaemon, writeDevSettings, type JoinOutcome} from './nodes.js'
 import {DEMO_IMAGE, DEMO_VERSIONS, devNodes} from './plan.js'
 import {externalPostgres, privatePostgres, type DevPostgres} from './postgres.js'
-import {pickPort, portFree, registryInstalled, REGISTRY_BIN, startRegistry, type LocalRegistry} from './services.js'
+import {pickPort, registryInstalled, REGISTRY_BIN, startRegistry, type LocalRegistry} from './services.js'
 import {prepareSyncDatabases, startDemoWrites, syncSettings} from './sync.js'
 
 /**
@@ -340,7 +340,7 @@ async function listenHq(o: DevOptions, dir: string, preferred: number): Promise<
       alerts: {registryScanMs: 60_000},
     })
   if (o.listen) return start(o.listen)
-  const port = (await portFree(preferred)) ? preferred : await pickPort(undefined)
+  const port = await pickPort(preferred)
   try {
     return await start({host: '127.0.0.1', port})
   } catch (err) {

@@ -27,7 +27,8 @@ export const ZONE_SITES: Readonly<Record<Zone, {site: string; region: string}>> 
 
 export type DevNode = {id: string; zone: Zone; region: string; track: Track}
 
-export const MAX_DEV_NODES = 260
+/** 20 per zone: one machine's worth of daemons in one process (and node ids stay two-digit). */
+export const MAX_DEV_NODES = 20 * 13
 
 /**
  * The first `n` nodes: round-robin over the zones (so 13 nodes cover every zone once), numbered per

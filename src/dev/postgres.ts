@@ -108,7 +108,7 @@ async function reachableByOthers(dir: string): Promise<boolean> {
  * postgres user can reach it, else (root with a private data dir) under /tmp/jil-dev-pg-<hash>,
  * recorded in DIR. Undefined when the PostgreSQL server binaries are not installed.
  */
-export async function privatePostgres(o: {dir: string; preferredPort?: number; progress: (l: string) => void}): Promise<DevPostgres | undefined> {
+export async function privatePostgres(o: {dir: string; progress: (l: string) => void}): Promise<DevPostgres | undefined> {
   const bin = await postgresBinDir()
   if (!bin) return undefined
   const root = process.getuid?.() === 0
@@ -179,7 +179,7 @@ export async function privatePostgres(o: {dir: string; preferredPort?: number; p
     if (status) port = Number(pidText.split('\n')[3])
   }
   if (!port) {
-    port = await pickPort(o.preferredPort)
+    port = await pickPort(undefined)
     o.progress(`starting PostgreSQL on 127.0.0.1:${port}`)
     // Detached: pg_ctl's server must not share the terminal's process group (a Ctrl-C would stop it mid-shutdown).
     await new Promise<void>((resolve, reject) => {
