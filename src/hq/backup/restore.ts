@@ -101,7 +101,7 @@ export async function restoreHq(o: HqRestoreOptions): Promise<HqRestoreResult> {
     }
     tmp = dir
     const tmpLock = await lockDataDir(tmp, 'jil hq restore')
-    await writeFiles(tmp, v.files, o.databaseUrl)
+    await writeFiles(tmp, v.files, v.config, o.databaseUrl)
 
     say(o.databaseUrl ? `loading into PostgreSQL at ${redactUrl(o.databaseUrl)}` : 'creating the embedded database')
     db = o.databaseUrl ? await openPg(o.databaseUrl, {max: 2, applicationName: 'jil-hq-restore'}) : await openPglite(join(tmp, HQ_FILES.db))
@@ -187,7 +187,7 @@ async function assertEmptyTarget(dir: string): Promise<void> {
   }
 }
 
-type Verified = {manifest: BackupManifest; encrypted: boolean; keys: KeyCache; files: Map<string, {bytes: Buffer; mode: number}>; tableOrder: string[]}
+type Verified = {manifest: BackupManifest; encrypted: boolean; keys: KeyCache; files: Map<string, {bytes: Buffer; mode: number}>; config: HqConfig; tableOrder: string[]}
 
 type Event = {type: 'prelude'; value: unknown} | {type: 'begin'; start: MemberStart} | {type: 'data'; bytes: Buffer} | {type: 'manifest'; value: BackupManifest}
 
@@ -307,11 +307,11 @@ async function verifyArchive(file: string, passphrase: string | undefined): Prom
     throw corrupt(`its ${HQ_FILES.config}, ${HQ_FILES.caCert} and manifest name different CAs`)
   }
   if (m.audit_entries !== m.tables.audit_log) throw corrupt('its manifest counts the audit entries wrongly')
-  return {manifest: m, encrypted: header.encryption !== null, keys, files, tableOrder: tableMembers}
+  return {manifest: m, encrypted: header.encryption !== null, keys, files, config, tableOrder: tableMembers}
 }
 
 /** The data dir files into the new dir, with their modes; config.json points at the database restored into. */
-async function writeFiles(dir: string, files: Map<string, {bytes: Buffer; mode: number}>, databaseUrl: string | undefined): Promise<void> {
+async function writeFiles(dir: string, files: Map<string, {bytes: Buffer; mode: number}>, archived: HqConfig, databaseUrl: string | undefined): Promise<void> {
   for (const [name, f] of files) {
     if (name === HQ_FILES.config) continue
     const path = join(dir, name)
@@ -319,8 +319,7 @@ async function writeFiles(dir: string, files: Map<string, {bytes: Buffer; mode: 
     await writeFile(path, f.bytes, {mode, flag: 'wx'})
     await chmod(path, mode) // the umask must not loosen or tighten what was backed up
   }
-  const config = JSON.parse(files.get(HQ_FILES.config)!.bytes.toString('utf8')) as HqConfig
-  delete config.database_url
+  const {database_url: _, ...config} = archived
   await writeHqConfig(dir, {...config, ...(databaseUrl ? {database_url: databaseUrl} : {})})
 }
 
