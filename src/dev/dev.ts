@@ -1,4 +1,4 @@
-import {mkdir, readFile, rename} from 'node:fs/promises'
+import {mkdir, rename} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import type {Logger} from 'pino'

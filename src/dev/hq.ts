@@ -131,13 +131,13 @@ export async function ensureDemoRelease(o: {url: string; users: DevUsers; regist
     if (!(await onTrack('testnet'))) {
       o.progress(`approving and promoting ${o.version} to testnet (ops-lead)`)
       await approveRelease(ops, o.users['ops-lead'].bundle, ref, 'testnet').catch(ignore('ALREADY_APPROVED'))
-      await ops.request('POST', `/v1/images/${o.digest}/promote`, {to: 'testnet'})
+      await ops.promoteImage(o.digest, 'testnet')
     }
     if (!(await onTrack('mainnet'))) {
       o.progress(`approving (ops-lead, security-lead) and promoting ${o.version} to mainnet`)
       await approveRelease(ops, o.users['ops-lead'].bundle, ref, 'mainnet').catch(ignore('ALREADY_APPROVED'))
       await approveRelease(sec, o.users['security-lead'].bundle, ref, 'mainnet').catch(ignore('ALREADY_APPROVED'))
-      await sec.request('POST', `/v1/images/${o.digest}/promote`, {to: 'mainnet'})
+      await sec.promoteImage(o.digest, 'mainnet')
     }
     const spec = demoStack()
     for (const track of ['devnet', 'testnet', 'mainnet'] as const) {

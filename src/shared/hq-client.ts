@@ -1,6 +1,6 @@
 import type {Dispatcher} from 'undici'
 
-import type {AgentReport, AuditPage, ConsistencyProof, FleetNode, Health, Heartbeat, InclusionProof, Problem, WhoAmI} from './api.js'
+import type {AgentReport, AuditPage, ConsistencyProof, FleetNode, Health, Heartbeat, InclusionProof, NodeRevocation, Problem, WhoAmI} from './api.js'
 import type {CommandResult, CommandStatus, CommandTarget, FleetCommand, FleetNodeDetail, NodeCommand, NodeCommandName, RunModeAction, RunModeChange} from './api.js'
 import type {RollbackPlan, RollbackRequest, RolloutAction, RolloutPlan, RolloutView, UpgradeRequest} from './api.js'
 import type {ConfigListing, ConfigPushRequest, ConfigPushResult} from './api.js'
@@ -363,6 +363,16 @@ export class HqClient {
 
   pinStack(track: string, body: {service: string; version: string; rollback?: UserSignature}): Promise<StackView> {
     return this.request('POST', `/v1/stacks/${encodeURIComponent(track)}/pins`, body)
+  }
+
+  /** Revokes a node: its certificates are locked out at once, for good (DELETE /v1/fleet/nodes/:id). */
+  revokeNode(nodeId: string, reason: string): Promise<NodeRevocation> {
+    return this.request('DELETE', `/v1/fleet/nodes/${encodeURIComponent(nodeId)}`, {reason})
+  }
+
+  /** Promotes a signed image to the next track: a new manifest over the same digest. */
+  promoteImage(digest: string, to: 'testnet' | 'mainnet', o: {allowDowngrade?: boolean} = {}): Promise<ImageManifest> {
+    return this.request('POST', `/v1/images/${digest}/promote`, {to, ...(o.allowDowngrade ? {allow_downgrade: true} : {})})
   }
 
   fleetNodes(query: {zone?: string; status?: string; version?: string} = {}): Promise<{nodes: FleetNode[]}> {

@@ -1,8 +1,8 @@
 import {broadcast, type BroadcastRow} from '../cli/broadcast.js'
-import {approveRelease, type ImageListRow, type ImageManifest} from '../cli/releases.js'
+import {approveRelease, type ImageListRow} from '../cli/releases.js'
 import {rollbackNode, startUpgrade, isPlan} from '../cli/rollouts.js'
 import type {AlertView, SilenceRequest} from '../shared/alerts.js'
-import type {CommandTarget, FleetNodeDetail, NodeCommandName, NodeRevocation, RunModeAction} from '../shared/api.js'
+import type {CommandTarget, FleetNodeDetail, NodeCommandName, RunModeAction} from '../shared/api.js'
 import type {UserBundle} from '../shared/bundle.js'
 import {JilError} from '../shared/errors.js'
 import type {FleetEvent} from '../shared/fleet-events.js'
@@ -88,7 +88,7 @@ export function hqSource(client: HqClient, me: UserBundle): FleetSource {
     },
 
     async revoke(nodeId, reason) {
-      const r = await client.request<NodeRevocation>('DELETE', `/v1/fleet/nodes/${encodeURIComponent(nodeId)}`, {reason})
+      const r = await client.revokeNode(nodeId, reason)
       return `revoked ${r.node_id}: ${r.serials.length} certificate(s) locked out`
     },
 
@@ -98,7 +98,7 @@ export function hqSource(client: HqClient, me: UserBundle): FleetSource {
     },
 
     async promote(image, to) {
-      const m = await client.request<ImageManifest>('POST', `/v1/images/${image.digest}/promote`, {to})
+      const m = await client.promoteImage(image.digest, to)
       return `promoted ${m.image} ${m.version} to ${m.track}`
     },
 

@@ -10,7 +10,7 @@ import {openPg} from '../../src/shared/db/pg.js'
 import type {Db} from '../../src/shared/db/types.js'
 import {fileSigner} from '../../src/shared/signing.js'
 import {ORIGIN, testCheckpointKey} from '../helpers/audit.js'
-import {freshPgDatabase, hasPg} from '../helpers/pg.js'
+import {freshPgDatabase} from '../helpers/pg.js'
 import {dbAdapters, type OpenedDb} from '../helpers/adapters.js'
 
 const CA = 'sha256:' + '0'.repeat(64)

@@ -22,7 +22,7 @@ export default class HqPromote extends JilCommand {
     const {digest} = parseImageAtDigest(args.image)
     const {client} = await openHqSession(flags)
     try {
-      return await client.request<HqPromoteResult>('POST', `/v1/images/${digest}/promote`, {to: flags.to, ...(flags['allow-downgrade'] ? {allow_downgrade: true} : {})})
+      return await client.promoteImage(digest, flags.to as 'testnet' | 'mainnet', {allowDowngrade: flags['allow-downgrade']})
     } finally {
       await client.close()
     }

@@ -3,7 +3,7 @@ import {Args, Flags} from '@oclif/core'
 import {JilCommand, hqFlags} from '../../base-command.js'
 import {keyValues} from '../../cli/table.js'
 
-export type HqRevokeResult = {node_id: string; revoked_at: string; serials: string[]}
+export type HqRevokeResult = import('../../shared/api.js').NodeRevocation
 
 export default class HqRevoke extends JilCommand {
   static override summary = 'Revoke a node: instant lockout, permanent.'
@@ -15,7 +15,7 @@ export default class HqRevoke extends JilCommand {
   async run(): Promise<HqRevokeResult> {
     const {args, flags} = await this.parse(HqRevoke)
     const {withHq} = await import('../../cli/hq-session.js')
-    return withHq(flags, ({client}) => client.request<HqRevokeResult>('DELETE', `/v1/fleet/nodes/${encodeURIComponent(args.node)}`, {reason: flags.reason}))
+    return withHq(flags, ({client}) => client.revokeNode(args.node, flags.reason))
   }
 
   protected override render(r: HqRevokeResult): void {
