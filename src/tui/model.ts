@@ -6,7 +6,7 @@
 import type {ImageListRow} from '../cli/releases.js'
 import {OPEN_STATES} from '../cli/rollouts.js'
 import type {AlertSeverity, AlertView} from '../shared/alerts.js'
-import type {FleetCommand, FleetNode, FleetNodeDetail, NodeStatus, RolloutView} from '../shared/api.js'
+import type {FleetCommand, FleetNode, FleetNodeDetail, HeartbeatSync, NodeStatus, RolloutView} from '../shared/api.js'
 import type {FleetEvent} from '../shared/fleet-events.js'
 import {NODE_STATUSES} from '../shared/fleet.js'
 import {lowerBound} from '../shared/sorted.js'
@@ -653,6 +653,11 @@ export function lagText(seconds: number): string {
   const s = Math.max(0, seconds)
   if (s < 10) return `${(Math.round(s * 10) / 10).toFixed(1)}s`
   return shortAge(Math.round(s))
+}
+
+/** A node's event sync as its heartbeat reports it, in one line (jil top's node detail, jil fleet node). */
+export function syncSummary(s: HeartbeatSync): string {
+  return [`lag ${lagText(s.lag_s)}`, s.caught_up ? 'caught up' : 'behind', ...(s.outbox_backlog !== undefined ? [`outbox backlog ${s.outbox_backlog}`] : []), ...(s.gaps !== undefined ? [`gaps ${s.gaps}`] : [])].join(', ')
 }
 
 /**

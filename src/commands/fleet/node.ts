@@ -2,16 +2,13 @@ import {JilCommand, hqFlags} from '../../base-command.js'
 import {heartbeatAge, versionsCell} from '../../cli/stack.js'
 import {keyValues, table} from '../../cli/table.js'
 import {shortDigest} from '../../cli/releases.js'
-import type {FleetNodeDetail, HeartbeatSync} from '../../shared/api.js'
+import type {FleetNodeDetail} from '../../shared/api.js'
 import {usageError} from '../../shared/errors.js'
 import {nodeArg} from './stop.js'
 import {NODE_ID_PATTERN} from '../../shared/ids.js'
+import {syncSummary} from '../../tui/model.js'
 
 export type FleetNodeResult = FleetNodeDetail
-
-function syncCell(s: HeartbeatSync): string {
-  return [`lag ${Math.round(s.lag_s * 10) / 10}s`, s.caught_up ? 'caught up' : 'behind', ...(s.outbox_backlog !== undefined ? [`outbox ${s.outbox_backlog}`] : []), ...(s.gaps !== undefined ? [`gaps ${s.gaps}`] : [])].join(', ')
-}
 
 export default class FleetNode extends JilCommand {
   static override summary = 'Show one node: status, run mode, versions, last heartbeat, its agents\' last reports, desired vs applied.'
@@ -47,7 +44,7 @@ export default class FleetNode extends JilCommand {
         ['desired', desired],
         ['applied', applied],
         ['in sync', s.in_sync === null ? '-' : s.in_sync ? 'yes' : 'no'],
-        ...(n.sync ? [['event sync', syncCell(n.sync)] as [string, string]] : []),
+        ...(n.sync ? [['event sync', syncSummary(n.sync)] as [string, string]] : []),
       ]),
     )
     // What runs, as the last heartbeat says, and whether HQ holds a signed manifest for each digest on the node's track.

@@ -3,7 +3,7 @@ import {Box, Text} from 'ink'
 import type {AlertView} from '../../shared/alerts.js'
 import type {FleetNode} from '../../shared/api.js'
 import type {ActionState} from '../hooks/use-action.js'
-import {agentRows, certDaysLeft, fit, heartbeatAgeS, lagText, memPercent, serviceRows, shortAge, statusAt, upgradeCandidates, type ImageListRow, type ServiceRow} from '../model.js'
+import {agentRows, certDaysLeft, fit, heartbeatAgeS, memPercent, serviceRows, shortAge, statusAt, syncSummary, upgradeCandidates, type ImageListRow, type ServiceRow} from '../model.js'
 import type {NodeDetailView} from '../source.js'
 import {DialogLine, Hints, Line, ResultLine, STATUS_COLOR, tone, useDialog, useKeys, type Frame} from './common.js'
 
@@ -130,7 +130,7 @@ export function NodeDetail(p: NodeDetailProps) {
       </Line>
       {sync && (
         <Line width={width} color={sync.caught_up ? undefined : tone(colors, 'yellow')}>
-          {`event sync: lag ${lagText(sync.lag_s)}, ${sync.caught_up ? 'caught up' : 'behind'}${sync.outbox_backlog !== undefined ? `, outbox backlog ${sync.outbox_backlog}` : ''}${sync.gaps !== undefined ? `, gaps ${sync.gaps}` : ''}`}
+          {`event sync: ${syncSummary(sync)}`}
         </Line>
       )}
       <Line width={width} bold>{`  ${fit('SERVICE', cw.service)}  ${fit('STATE', cw.state)}  ${fit('HEALTH', cw.health)}  ${fit('VERSION', cw.version)}  ${fit('DIGEST', cw.digest)}  SIGNATURE`}</Line>
