@@ -16,6 +16,8 @@ export type ContractTarget = {
   cleanup?(): Promise<void>
   /** The transport stores a record once per id even across producer restarts (postgres-log). */
   dedupesById: boolean
+  /** The transport reads a partition's batch ahead while another partition's batch is handled (postgres-log; kafka hands over within one fetch). */
+  readsAheadAcrossPartitions?: boolean
   /** Broker restart, when the environment provides a way (kafka: JIL_TEST_KAFKA_RESTART). */
   restartBroker?: () => Promise<void>
 }
@@ -213,6 +215,53 @@ export function transportContract(name: string, target: ContractTarget): void {
       expect(handled.flatMap((b) => b.records.map((r) => r.offset))).toEqual([...Array(n).keys()])
       // Each batch after the first is the very object handed over ahead (not read a second time).
       expect(handled.slice(1).every((b) => fetched.get(b.records[0]!.offset) === b)).toBe(true)
+    })
+
+    it.runIf(Boolean(target.readsAheadAcrossPartitions))('reads the next partition\'s batch while one is handled, and hands each batch over once', async () => {
+      const topic = topicName('ahead3')
+      await t.ensureTopics([{name: topic, partitions: 3}])
+      const keys = [...Array(12).keys()].map((i) => `acct-${i}`)
+      await t.produce(keys.flatMap((key) => [...Array(10).keys()].map((i) => ({topic, key, value: value(key, i)}))))
+      const ends = await t.endOffsets([topic])
+      expect(ends.filter((e) => e.offset > 0).length).toBeGreaterThan(1)
+      const positions = new Positions()
+      const fetched = new Map<string, ConsumedBatch>()
+      const handled: ConsumedBatch[] = []
+      let handling: ConsumedBatch | undefined
+      let acrossPartitions = 0
+      const handedTwice: string[] = []
+      const c = await t.consume({
+        group: `g-${randomBytes(3).toString('hex')}`,
+        topics: [topic],
+        maxBatch: 7,
+        position: positions.position,
+        onFetched: (b) => {
+          const k = `${b.partition}/${b.records[0]!.offset}`
+          if (fetched.has(k)) handedTwice.push(k)
+          fetched.set(k, b)
+          if (handling && handling.partition !== b.partition) acrossPartitions++
+        },
+        onBatch: async (b) => {
+          handling = b
+          // Long enough for the read ahead to come back while this batch is still being handled, and
+          // for turns to be cut by the consumer's heartbeat (postgres-log here: every 300 ms) mid-way.
+          await new Promise((r) => setTimeout(r, 60))
+          handled.push(b)
+          positions.advance(b)
+          handling = undefined
+        },
+      })
+      consumers.push(c)
+      await until('every record handled', async () => (handled.reduce((n, b) => n + b.records.length, 0) >= 120 ? true : undefined), 30_000)
+      // Each partition in order, each record once.
+      for (const e of ends) expect(handled.filter((b) => b.partition === e.partition).flatMap((b) => b.records.map((r) => r.offset))).toEqual([...Array(e.offset).keys()])
+      expect(acrossPartitions).toBeGreaterThan(0)
+      // A batch handed over ahead is the one handled: never read (and decoded) a second time.
+      expect(handedTwice).toEqual([])
+      for (const b of handled) {
+        const ahead = fetched.get(`${b.partition}/${b.records[0]!.offset}`)
+        if (ahead) expect(ahead).toBe(b)
+      }
     })
 
     it('stops on a failing handler without moving past the batch, and a restart gets it again', async () => {

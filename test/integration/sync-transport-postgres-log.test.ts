@@ -9,6 +9,7 @@ if (hasPg) {
   let db: Awaited<ReturnType<typeof freshPgDatabase>> | undefined
   transportContract('postgres-log', {
     dedupesById: true,
+    readsAheadAcrossPartitions: true,
     async open() {
       db = await freshPgDatabase()
       return openPostgresLog(db.url, {heartbeatMs: 300, sessionTimeoutMs: 3000, pollMs: 500})

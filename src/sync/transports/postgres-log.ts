@@ -335,8 +335,14 @@ class PostgresLog implements Transport {
       // Handed over as soon as it is read, while the handler still works on the batch before it.
       // A failed read is not an error here: the turn reads again.
       batch.then((b) => b && o.onFetched?.(b)).catch(() => {})
-      ahead = {h, from, batch: batch.catch(() => this.read(h.tp, from, maxBatch))}
+      const retried = batch.catch(() => this.read(h.tp, from, maxBatch))
+      // Awaited only if its partition's turn comes: a failure with nobody waiting must not end the process.
+      retried.catch(() => {})
+      ahead = {h, from, batch: retried}
     }
+    // Where the next turn starts: after the partition handled last, so that a turn cut short by the
+    // heartbeat goes on with the partition whose batch was read ahead, and none waits behind the others.
+    let cursor = 0
 
     const loop = async (): Promise<void> => {
       let nextHeartbeat = 0
@@ -347,8 +353,11 @@ class PostgresLog implements Transport {
         }
         let got = false
         const turn = [...held.values()]
-        for (const [i, h] of turn.entries()) {
+        const first = turn.length ? cursor % turn.length : 0
+        for (let j = 0; j < turn.length; j++) {
           if (stopped) break
+          const i = (first + j) % turn.length
+          const h = turn[i]!
           // Records are immutable once written: a batch read ahead is still right, if perhaps shorter.
           // Found empty then, the partition is read again (records may have come since).
           const early = ahead && ahead.h === h && ahead.from === h.next ? await ahead.batch : undefined
@@ -370,6 +379,7 @@ class PostgresLog implements Transport {
              ON CONFLICT (grp, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()`,
             [o.group, h.tp.topic, h.tp.partition, h.next],
           )
+          cursor = i + 1
           if (Date.now() >= nextHeartbeat) break
         }
         if (!got && !stopped) {
