@@ -75,6 +75,13 @@ export function transportContract(name: string, target: ContractTarget): void {
       return c
     }
 
+    /** A lone member of a new group reading `topic` 7 records at a time, with the read-ahead hook. */
+    async function consumeAhead(topic: string, positions: Positions, onFetched: (b: ConsumedBatch) => void, onBatch: (b: ConsumedBatch) => Promise<void>): Promise<Consumer> {
+      const c = await t.consume({group: `g-${randomBytes(3).toString('hex')}`, topics: [topic], maxBatch: 7, position: positions.position, onFetched, onBatch})
+      consumers.push(c)
+      return c
+    }
+
     it('creates topics idempotently with their partitions, all empty', async () => {
       const a = topicName('create')
       await t.ensureTopics([{name: a, partitions: PARTITIONS}])
@@ -178,17 +185,15 @@ export function transportContract(name: string, target: ContractTarget): void {
       const fetched = new Map<number, ConsumedBatch>()
       const arrived = new Map<number, () => void>()
       const handled: ConsumedBatch[] = []
-      const c = await t.consume({
-        group: `g-${randomBytes(3).toString('hex')}`,
-        topics: [topic],
-        maxBatch: 7,
-        position: positions.position,
-        onFetched: (b) => {
+      const c = await consumeAhead(
+        topic,
+        positions,
+        (b) => {
           const first = b.records[0]!.offset
           fetched.set(first, b)
           arrived.get(first)?.()
         },
-        onBatch: async (b) => {
+        async (b) => {
           const last = b.records.at(-1)!.offset
           // A full batch with records behind it: its successor must come to onFetched before this
           // handler returns (it waits for it; a transport that does not read ahead fails here).
@@ -204,8 +209,7 @@ export function transportContract(name: string, target: ContractTarget): void {
           handled.push(b)
           positions.advance(b)
         },
-      })
-      consumers.push(c)
+      )
       await Promise.race([
         until('every record handled', async () => (handled.reduce((s, b) => s + b.records.length, 0) >= n ? true : undefined), 30_000),
         c.done.then(() => {
@@ -230,18 +234,16 @@ export function transportContract(name: string, target: ContractTarget): void {
       let handling: ConsumedBatch | undefined
       let acrossPartitions = 0
       const handedTwice: string[] = []
-      const c = await t.consume({
-        group: `g-${randomBytes(3).toString('hex')}`,
-        topics: [topic],
-        maxBatch: 7,
-        position: positions.position,
-        onFetched: (b) => {
+      await consumeAhead(
+        topic,
+        positions,
+        (b) => {
           const k = `${b.partition}/${b.records[0]!.offset}`
           if (fetched.has(k)) handedTwice.push(k)
           fetched.set(k, b)
           if (handling && handling.partition !== b.partition) acrossPartitions++
         },
-        onBatch: async (b) => {
+        async (b) => {
           handling = b
           // Long enough for the read ahead to come back while this batch is still being handled, and
           // for turns to be cut by the consumer's heartbeat (postgres-log here: every 300 ms) mid-way.
@@ -250,8 +252,7 @@ export function transportContract(name: string, target: ContractTarget): void {
           positions.advance(b)
           handling = undefined
         },
-      })
-      consumers.push(c)
+      )
       await until('every record handled', async () => (handled.reduce((n, b) => n + b.records.length, 0) >= 120 ? true : undefined), 30_000)
       // Each partition in order, each record once.
       for (const e of ends) expect(handled.filter((b) => b.partition === e.partition).flatMap((b) => b.records.map((r) => r.offset))).toEqual([...Array(e.offset).keys()])
