@@ -59,6 +59,8 @@ type Live = {child: ChildProcess; exited: Promise<void>; healthTimer?: NodeJS.Ti
 export const CONTAINER_ENV = 'JIL_CONTAINER_ID'
 
 const FILE = 'containers.json'
+/** How long a start waits for the processes a crashed run left behind to end once killed. */
+const ORPHAN_WAIT_MS = 5000
 const IMAGES = 'images.json'
 
 export class ProcessRuntime implements Runtime {
@@ -78,11 +80,17 @@ export class ProcessRuntime implements Runtime {
     const rt = new ProcessRuntime(o)
     await mkdir(o.dir, {recursive: true, mode: 0o700})
     const saved = await readJson<ContainerRecord[]>(join(o.dir, FILE))
+    const orphans: number[] = []
     for (const c of saved ?? []) {
-      if (c.pid !== null && (await isOurs(c.pid, c.id))) killGroup(c.pid, 'SIGKILL')
+      if (c.pid !== null && (await isOurs(c.pid, c.id))) {
+        killGroup(c.pid, 'SIGKILL')
+        orphans.push(c.pid)
+      }
       const wasLive = c.state === 'running' || c.state === 'restarting' || c.state === 'paused'
       rt.containers.set(c.id, {...c, pid: null, health: 'none', ...(wasLive ? {state: 'exited' as const, exitCode: 255, finishedAt: new Date().toISOString()} : {})})
     }
+    // A service started again must not meet its old self (its port, its files): wait until they have ended.
+    await Promise.all(orphans.map((pid) => ended(pid, ORPHAN_WAIT_MS)))
     rt.images = new Set((await readJson<string[]>(join(o.dir, IMAGES))) ?? [])
     await rt.persist()
     return rt
@@ -381,6 +389,22 @@ async function isOurs(pid: number, id: string): Promise<boolean> {
   } catch {
     return false
   }
+}
+
+/** Has the process ended? A zombie has: it only waits for its parent to read its status. */
+export async function hasEnded(pid: number): Promise<boolean> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+    // pid (comm) state …: comm may hold spaces and parentheses, the state follows the last ')'.
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z'
+  } catch {
+    return true
+  }
+}
+
+/** Waits until a killed process has ended, at most `ms` (SIGKILL takes effect once the kernel schedules it). */
+async function ended(pid: number, ms: number): Promise<void> {
+  for (let waited = 0; waited < ms && !(await hasEnded(pid)); waited += 20) await new Promise((r) => setTimeout(r, 20))
 }
 
 function killGroup(pid: number, signal: NodeJS.Signals): void {

@@ -3,7 +3,7 @@ import {join} from 'node:path'
 
 import {afterEach, beforeEach, describe, expect, it} from 'vitest'
 
-import {ProcessRuntime, signedByPinnedKeys} from '../../src/node/runtime-process.js'
+import {hasEnded, ProcessRuntime, signedByPinnedKeys} from '../../src/node/runtime-process.js'
 import {JilError} from '../../src/shared/errors.js'
 import {signManifest} from '../../src/shared/manifest.js'
 import {ed25519PublicPem, fileSigner, generateEd25519Key} from '../../src/shared/signing.js'
@@ -30,13 +30,9 @@ async function recordedPids(dir: string): Promise<Record<string, number>> {
   return Object.fromEntries(rows.filter((r) => r.pid !== null).map((r) => [r.id, r.pid!]))
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
+/** A killed child of this test process stays a zombie until Node reaps it: that counts as ended. */
+async function alive(pid: number): Promise<boolean> {
+  return !(await hasEnded(pid))
 }
 
 /**
@@ -159,10 +155,10 @@ describe('ProcessRuntime', () => {
       const id = await crashed.create(NODE, svc(), 'jil-ch-proc-01-api')
       await crashed.start(id)
       const recorded = (await recordedPids(join(tmp.dir, 'rt')))[id]!
-      expect(alive(recorded)).toBe(true)
+      expect(await alive(recorded)).toBe(true)
       // Not closed: as if the process had been killed. The next run opens the same dir.
       const next = await open()
-      expect(alive(recorded)).toBe(false)
+      expect(await alive(recorded)).toBe(false)
       const c = await next.inspect(id)
       expect(c.state).toBe('exited')
       expect(await next.hasImage(`${repository}@${digest}`)).toBe(true)
@@ -179,9 +175,9 @@ describe('ProcessRuntime', () => {
     const id = await rt.create(NODE, s, 'w')
     await rt.start(id)
     const pid = (await recordedPids(join(tmp.dir, 'rt')))[id]!
-    expect(alive(pid)).toBe(true)
+    expect(await alive(pid)).toBe(true)
     await rt.close()
-    expect(alive(pid)).toBe(false)
+    expect(await alive(pid)).toBe(false)
     expect(await codeOf(rt.start(id))).toBe('DOCKER_ERROR')
   })
 })
