@@ -273,6 +273,62 @@ describe.runIf(hasPg)('event sync: outbox, relay, applier', () => {
     expect(outcome[1]).toEqual(outcome[0])
   })
 
+  it('prepares a batch of several slices ahead while the batch before it holds its transaction open, to the same result', async () => {
+    const X = 'KR-SEL-01'
+    const Y = 'IN-BOM-01'
+    // X changes 300 rows five times over (seq s: row s mod 300, version 1 + ⌊(s-1)/300⌋); Y writes
+    // 200 changes at version 3 among them, which X's later versions beat.
+    const xs = Array.from({length: 1500}, (_, i) => event(X, {key: `q${String(i % 300).padStart(3, '0')}`, version: Math.floor(i / 300) + 1, seq: i + 1}))
+    const ys = Array.from({length: 200}, (_, i) => event(Y, {key: `q${String((i * 7) % 300).padStart(3, '0')}`, version: 3, seq: i + 1, balance: i}))
+    // The second batch (1250 records: five prefetch slices) starts inside the first one's span: 250
+    // of its events are applied by the first batch, which commits only after the second was planned.
+    const first = [...xs.slice(0, 600), ...ys.slice(0, 100)]
+    const second = [...xs.slice(400).reverse(), ...ys.slice(50)]
+    const outcome: unknown[] = []
+    for (const ahead of [false, true]) {
+      const n = await node(ahead ? 'KR-SEL-03' : 'KR-SEL-02')
+      try {
+        const [b1, b2] = [batch(...first), batch(...second)]
+        let started = false
+        const ap: Applier = new Applier({
+          db: n.db,
+          sourceId: 'KR-SEL-00',
+          tables: TABLES,
+          // The first batch's transaction stays open while the second is prepared slice by slice.
+          beforeCommit: async () => {
+            if (!ahead || started) return
+            started = true
+            ap.prefetch(b2)
+            for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r))
+          },
+        })
+        await ap.init()
+        const results = [await ap.apply(b1), await ap.apply(b2)]
+        const sources = (await n.db.query('SELECT source_id, last_seq, events FROM jil_sync_sources ORDER BY source_id')).rows
+        const gaps = (await n.db.query('SELECT count(*)::int AS n FROM jil_sync_gaps')).rows
+        outcome.push({results, rows: await rows(n.db), sources, gaps})
+        expect(started).toBe(ahead)
+      } finally {
+        await n.drop()
+      }
+    }
+    expect(outcome[0]).toMatchObject({
+      results: [
+        {records: 700, applied: 700, duplicates: 0},
+        {records: 1250, applied: 1000, duplicates: 250},
+      ],
+      sources: [
+        {source_id: Y, last_seq: 200, events: 200},
+        {source_id: X, last_seq: 1500, events: 1500},
+      ],
+      gaps: [{n: 0}],
+    })
+    const final = (outcome[0] as {rows: {id: string; owner: string; version: number}[]}).rows
+    expect(final).toHaveLength(300)
+    expect(final.every((r) => r.owner === X && r.version === 5)).toBe(true)
+    expect(outcome[1]).toEqual(outcome[0])
+  })
+
   it('keeps its de-duplication table bounded: ids only above a source watermark, pruned below it, duplicates still refused', async () => {
     const n = await node('IN-MUM-01')
     try {
