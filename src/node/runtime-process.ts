@@ -6,11 +6,9 @@ import {join} from 'node:path'
 
 import {JilError, messageOf, systemCode} from '../shared/errors.js'
 import {writeFileAtomic} from '../shared/files.js'
-import {verifyManifest, type ImageManifest, type TrustedKey} from '../shared/manifest.js'
 import type {DesiredService} from '../shared/stack.js'
-import {nodePath} from './config.js'
 import {LABELS, serviceLabels, type ContainerDetails, type ContainerHealth, type ContainerState, type ManagedContainer, type PruneResult, type Runtime} from './runtime.js'
-import {STATE_FILES} from './state.js'
+import type {SignedCheck} from './trust.js'
 
 /**
  * The no-container runtime (`jil dev --docker off`): each service's command runs as a child process
@@ -26,8 +24,6 @@ import {STATE_FILES} from './state.js'
  * start uses to end orphaned processes.
  */
 
-/** Says whether HQ signed a digest (with the node's pinned keys); see signedByPinnedKeys. */
-export type SignedCheck = (digest: string) => Promise<boolean>
 
 export type ProcessRuntimeOptions = {
   /** Where this node's runtime keeps its record and the containers' work dirs. */
@@ -351,24 +347,6 @@ export class ProcessRuntime implements Runtime {
       })
       .catch(() => {})
     return this.persisting
-  }
-}
-
-/**
- * The SignedCheck of a joined node: a manifest of the digest, from the node's manifest cache (which
- * the reconcile path fills from HQ just before it pulls), that verifies with one of the node's pinned
- * image-signing keys and HQ's CA, with the approvals its track needs.
- */
-export function signedByPinnedKeys(stateDir: string): SignedCheck {
-  return async (digest) => {
-    if (!/^sha256:[0-9a-f]{64}$/.test(digest)) return false
-    const keys = await readJson<TrustedKey[]>(nodePath(stateDir, 'signingKeys'))
-    const cached = await readJson<{manifests?: ImageManifest[]}>(join(stateDir, STATE_FILES.manifestsDir, `${digest.replace(':', '-')}.json`))
-    const caPem = await readFile(nodePath(stateDir, 'ca'), 'utf8').catch(() => '')
-    if (!keys || !cached?.manifests) return false
-    return cached.manifests.some(
-      (m) => m.digest === digest && verifyManifest(m, {keys, caPem, isRevoked: () => false}, {track: m.track, digest, minApprovals: 0}).ok,
-    )
   }
 }
 

@@ -8,6 +8,7 @@ import {normalizeSerial} from '../shared/pki.js'
 import {extendTrust, type ServedKey} from '../shared/signing-keys.js'
 import type {AgentContext} from './agents/types.js'
 import {nodePath} from './config.js'
+import {loadNodeIdentity, type NodeIdentity} from './identity.js'
 import {STATE_FILES} from './state.js'
 
 /**
@@ -53,36 +54,44 @@ async function crlSerials(crlPem: string, caPem: string): Promise<Set<string>> {
   return new Set(crl.entries.map((e) => normalizeSerial(e.serialNumber)))
 }
 
+async function readPinnedKeys(stateDir: string): Promise<TrustedKey[]> {
+  const text = await readOptional(nodePath(stateDir, 'signingKeys'), 'pinned signing keys')
+  if (text === undefined) throw new JilError('NODE_NOT_JOINED', `no pinned signing keys in ${stateDir}`, {hint: 'join the node: jil node join'})
+  return JSON.parse(text) as TrustedKey[]
+}
+
 /**
  * Loads the node's trust. With `refresh`, asks HQ for its current keys and CRL first (an unreachable
  * HQ is not an error: the pinned keys and the cached CRL serve).
  */
 export async function loadTrust(ctx: AgentContext, o: {refresh: boolean}): Promise<NodeTrust> {
   const id = await ctx.identity()
-  const keysPath = nodePath(ctx.stateDir, 'signingKeys')
-  const pinnedText = await readOptional(keysPath, 'pinned signing keys')
-  if (pinnedText === undefined) throw new JilError('NODE_NOT_JOINED', `no pinned signing keys in ${ctx.stateDir}`, {hint: 'join the node: jil node join'})
-  let keys = JSON.parse(pinnedText) as TrustedKey[]
+  if (o.refresh) await refreshTrust(ctx, id)
+  return storedTrust(id)
+}
+
+/** Extends the pinned keys along HQ's endorsements and caches HQ's CRL once it verifies; offline, keeps what is there. */
+async function refreshTrust(ctx: AgentContext, id: NodeIdentity): Promise<void> {
+  const keys = await readPinnedKeys(ctx.stateDir)
   const crlPath = join(ctx.stateDir, STATE_FILES.crl)
-  let crlPem = await readOptional(crlPath, 'cached CRL')
-  if (o.refresh) {
-    try {
-      const hq = await ctx.hq()
-      const served = await hq.signingKeys()
-      const extended = extendTrust(keys, served.keys as ServedKey[])
-      if (JSON.stringify(extended) !== JSON.stringify(keys)) {
-        await writeFileAtomic(keysPath, JSON.stringify(extended, null, 2) + '\n', 0o644)
-        keys = extended
-      }
-      const fresh = await hq.crlPem()
-      await crlSerials(fresh, id.caPem) // verified before it replaces the cached one
-      if (fresh !== crlPem) await writeFileAtomic(crlPath, fresh, 0o644)
-      crlPem = fresh
-    } catch (err) {
-      if (!offline(err)) throw err
-      ctx.log.warn({err: messageOf(err)}, 'HQ unreachable: verifying with the pinned keys and the cached CRL')
-    }
+  try {
+    const hq = await ctx.hq()
+    const served = await hq.signingKeys()
+    const extended = extendTrust(keys, served.keys as ServedKey[])
+    if (JSON.stringify(extended) !== JSON.stringify(keys)) await writeFileAtomic(nodePath(ctx.stateDir, 'signingKeys'), JSON.stringify(extended, null, 2) + '\n', 0o644)
+    const fresh = await hq.crlPem()
+    await crlSerials(fresh, id.caPem) // verified before it replaces the cached one
+    if (fresh !== (await readOptional(crlPath, 'cached CRL'))) await writeFileAtomic(crlPath, fresh, 0o644)
+  } catch (err) {
+    if (!offline(err)) throw err
+    ctx.log.warn({err: messageOf(err)}, 'HQ unreachable: verifying with the pinned keys and the cached CRL')
   }
+}
+
+/** The node's trust as its state dir holds it (pinned keys, HQ's CA, the cached CRL), without asking HQ. */
+export async function storedTrust(id: NodeIdentity): Promise<NodeTrust> {
+  const keys = await readPinnedKeys(id.stateDir)
+  const crlPem = await readOptional(join(id.stateDir, STATE_FILES.crl), 'cached CRL')
   const revoked = crlPem ? await crlSerials(crlPem, id.caPem) : new Set<string>()
   return {track: id.identity.track as Track, keys, caPem: id.caPem, isRevoked: (s) => revoked.has(normalizeSerial(s))}
 }
@@ -93,6 +102,17 @@ function manifestCachePath(stateDir: string, digest: string): string {
   return join(stateDir, STATE_FILES.manifestsDir, `${digest.replace(':', '-')}.json`)
 }
 
+/** A digest's cached manifests; a damaged cache counts as none (HQ is asked again). */
+async function readManifestCache(path: string): Promise<CachedManifests | undefined> {
+  const text = await readOptional(path, 'cached manifests')
+  try {
+    const cached = text ? (JSON.parse(text) as CachedManifests) : undefined
+    return Array.isArray(cached?.manifests) ? cached : undefined
+  } catch {
+    return undefined
+  }
+}
+
 /**
  * The signed manifests of a digest: from HQ when `refresh` (and cached), else from the cache, else
  * from HQ. An unreachable HQ falls back to the cache; nothing cached and no HQ = no manifests.
@@ -100,13 +120,7 @@ function manifestCachePath(stateDir: string, digest: string): string {
 export async function manifestsFor(ctx: AgentContext, digest: string, o: {refresh: boolean}): Promise<ImageManifest[]> {
   if (!/^sha256:[0-9a-f]{64}$/.test(digest)) return []
   const path = manifestCachePath(ctx.stateDir, digest)
-  const cachedText = await readOptional(path, 'cached manifests')
-  let cached: CachedManifests | undefined
-  try {
-    cached = cachedText ? (JSON.parse(cachedText) as CachedManifests) : undefined
-  } catch {
-    cached = undefined
-  }
+  const cached = await readManifestCache(path)
   if (cached && !o.refresh) return cached.manifests
   try {
     const {manifests} = await (await ctx.hq()).manifests(digest)
@@ -143,4 +157,21 @@ export function verifyImage(trust: NodeTrust, manifests: readonly ImageManifest[
     ...(o.allowRollback ? {allowRollback: true} : {}),
   })
   return r.ok ? {ok: true, manifest: m, approvers: r.approvers} : r
+}
+
+/** Says whether HQ signed a digest for a node; what the no-container runtime asks before it pulls. */
+export type SignedCheck = (digest: string) => Promise<boolean>
+
+/**
+ * The SignedCheck of a joined node, offline: the digest's manifests from the node's cache (which the
+ * reconcile path fills from HQ just before it pulls) must pass verifyImage with the node's stored trust,
+ * as they do for the update agent: its track, its pinned keys, its track's approvals, the cached CRL.
+ */
+export function signedByPinnedKeys(stateDir: string): SignedCheck {
+  return async (digest) => {
+    if (!/^sha256:[0-9a-f]{64}$/.test(digest)) return false
+    const cached = await readManifestCache(manifestCachePath(stateDir, digest))
+    if (!cached) return false
+    return verifyImage(await storedTrust(await loadNodeIdentity(stateDir)), cached.manifests, digest).ok
+  }
 }

@@ -1,12 +1,10 @@
-import {mkdir, readFile, writeFile} from 'node:fs/promises'
+import {readFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {afterEach, beforeEach, describe, expect, it} from 'vitest'
 
-import {hasEnded, ProcessRuntime, signedByPinnedKeys} from '../../src/node/runtime-process.js'
+import {hasEnded, ProcessRuntime} from '../../src/node/runtime-process.js'
 import {JilError} from '../../src/shared/errors.js'
-import {signManifest} from '../../src/shared/manifest.js'
-import {ed25519PublicPem, fileSigner, generateEd25519Key} from '../../src/shared/signing.js'
 import type {DesiredService} from '../../src/shared/stack.js'
 import {tempDir} from '../helpers/hq.js'
 import {pushTinyImage} from '../helpers/images.js'
@@ -179,37 +177,5 @@ describe('ProcessRuntime', () => {
     await rt.close()
     expect(await alive(pid)).toBe(false)
     expect(await codeOf(rt.start(id))).toBe('DOCKER_ERROR')
-  })
-})
-
-describe('signedByPinnedKeys', () => {
-  it('accepts a digest whose cached manifest verifies with a pinned key and its track\'s approvals, nothing else', async () => {
-    const tmp = await tempDir('jil-signed-')
-    try {
-      const dir = tmp.dir
-      const key = await generateEd25519Key()
-      const stranger = await generateEd25519Key()
-      const signer = await fileSigner(key.privatePem)
-      await writeFile(join(dir, 'signing-keys.json'), JSON.stringify([{key_id: signer.keyId, public_key: ed25519PublicPem(signer.publicKey)}]))
-      await writeFile(join(dir, 'ca.crt'), '')
-      await mkdir(join(dir, 'manifests'))
-      const digest = 'sha256:' + '5a'.repeat(32)
-      const other = 'sha256:' + '6b'.repeat(32)
-      const unsigned = {image: 'jil/demo', repository: '127.0.0.1:5000/jil/demo', version: 'v1.0', track: 'devnet' as const, commit: 'abcdef1', created_at: '2026-11-27T12:00:00.000Z'}
-      const unapproved = 'sha256:' + '8d'.repeat(32)
-      const cache = async (d: string, manifests: unknown[]) => writeFile(join(dir, 'manifests', `${d.replace(':', '-')}.json`), JSON.stringify({digest: d, fetched_at: '', manifests}))
-      await cache(digest, [await signManifest({...unsigned, digest}, signer)])
-      await cache(other, [await signManifest({...unsigned, digest: other}, await fileSigner(stranger.privatePem))])
-      // Signed, but on mainnet without the two approvals mainnet needs: not a manifest a node accepts.
-      await cache(unapproved, [await signManifest({...unsigned, track: 'mainnet', digest: unapproved}, signer)])
-      const signed = signedByPinnedKeys(dir)
-      expect(await signed(digest)).toBe(true)
-      expect(await signed(other)).toBe(false)
-      expect(await signed(unapproved)).toBe(false)
-      expect(await signed('sha256:' + '7c'.repeat(32))).toBe(false)
-      expect(await signed('latest')).toBe(false)
-    } finally {
-      await tmp.cleanup()
-    }
   })
 })
