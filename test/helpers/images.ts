@@ -1,8 +1,9 @@
 import {execFile} from 'node:child_process'
-import {createHash, randomBytes} from 'node:crypto'
+import {randomBytes} from 'node:crypto'
 import {promisify} from 'node:util'
 import {gzipSync} from 'node:zlib'
 
+import {pushImage, sha256} from '../../src/dev/image.js'
 import type {UserBundle} from '../../src/shared/bundle.js'
 import type {ImageManifest} from '../../src/shared/manifest.js'
 import type {DesiredService} from '../../src/shared/stack.js'
@@ -105,38 +106,28 @@ export async function removeContainersOf(nodeId: string): Promise<void> {
   if (ids.length) await docker('rm', '-f', ...ids)
 }
 
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`
-
 /**
  * Pushes a tiny image REGISTRY/REPO:TAG to the test registry over the distribution API, byte for byte
- * the same on every run (an empty layer, a config labelled with the reference), so reruns add nothing.
+ * the same on every run (an empty layer, a config labelled with the reference), so reruns add nothing;
+ * pushed as jil dev pushes its demo image (pushImage).
  * For HQ-side tests that need distinct digests, not for running containers.
  */
 export async function pushTinyImage(repo: string, tag: string, registry = process.env.JIL_TEST_REGISTRY): Promise<string> {
   if (!registry) throw new Error('JIL_TEST_REGISTRY is not set: run `eval "$(scripts/test-services.sh env)"` first')
-  const base = `http://${registry}/v2/${repo}`
   const emptyTar = Buffer.alloc(1024)
   const layer = gzipSync(emptyTar)
   const config = Buffer.from(JSON.stringify({architecture: 'amd64', os: 'linux', config: {Labels: {'jil.test': `${repo}:${tag}`}}, rootfs: {type: 'layers', diff_ids: [sha256(emptyTar)]}}))
-  for (const blob of [layer, config]) {
-    if ((await fetch(`${base}/blobs/${sha256(blob)}`, {method: 'HEAD'})).ok) continue
-    const start = await fetch(`${base}/blobs/uploads/`, {method: 'POST'})
-    const url = new URL(start.headers.get('location')!, `http://${registry}`)
-    url.searchParams.set('digest', sha256(blob))
-    const put = await fetch(url, {method: 'PUT', body: blob, headers: {'content-type': 'application/octet-stream'}})
-    if (put.status !== 201) throw new Error(`blob upload: ${put.status} ${await put.text()}`)
-  }
+  const mediaType = 'application/vnd.docker.distribution.manifest.v2+json'
   const manifest = Buffer.from(
     JSON.stringify({
       schemaVersion: 2,
-      mediaType: 'application/vnd.docker.distribution.manifest.v2+json',
+      mediaType,
       config: {mediaType: 'application/vnd.docker.container.image.v1+json', size: config.length, digest: sha256(config)},
       layers: [{mediaType: 'application/vnd.docker.image.rootfs.diff.tar.gzip', size: layer.length, digest: sha256(layer)}],
     }),
   )
-  const res = await fetch(`${base}/manifests/${tag}`, {method: 'PUT', body: manifest, headers: {'content-type': 'application/vnd.docker.distribution.manifest.v2+json'}})
-  if (res.status !== 201) throw new Error(`manifest upload: ${res.status} ${await res.text()}`)
-  return sha256(manifest)
+  const blob = (bytes: Buffer) => ({digest: sha256(bytes), bytes})
+  return pushImage(registry, repo, tag, {layer: blob(layer), config: blob(config), manifest: blob(manifest), mediaType})
 }
 
 /** A service of the busybox test image, as a desired state lists it (network none: the test engine has no bridge). */
