@@ -6,12 +6,13 @@ import {JilError, usageError} from '../shared/errors.js'
 import type {HqClient} from '../shared/hq-client.js'
 import {NODE_ID_PATTERN} from '../shared/ids.js'
 import type {UserSignature} from '../shared/user-signature.js'
+import {ZONE_ANY_FORM_PATTERN, zoneFromPath} from '../shared/zones.js'
 
 /** `--jurisdiction CH/FINMA` (or CH_FINMA, any case) → CH/FINMA. */
 export function parseZoneFlag(value: string, flag = '--jurisdiction'): string {
   const zone = value.toUpperCase()
-  if (!/^[A-Z]{2}[/_][A-Z]+$/.test(zone)) throw usageError('ZONE_INVALID', `${flag} ${JSON.stringify(value)} is not a zone`, 'zones look like CH/FINMA')
-  return zone.replace('_', '/')
+  if (!ZONE_ANY_FORM_PATTERN.test(zone)) throw usageError('ZONE_INVALID', `${flag} ${JSON.stringify(value)} is not a zone`, 'zones look like CH/FINMA')
+  return zoneFromPath(zone)
 }
 
 /** A node id as given on the command line (any case) → CH-ZUG-01. */

@@ -10,6 +10,7 @@ import {ALERT_RULES, ALERT_SEVERITIES, ALERT_STATES} from './alerts.js'
 import type {ConfigDoc, ConfigDocRef, ConfigScope} from './config-docs.js'
 import {NODE_STATUSES} from './fleet.js'
 import {NODE_ID_PATTERN} from './ids.js'
+import {ZONE_ANY_FORM_PATTERN} from './zones.js'
 import {DELIVERY_EVENTS, DELIVERY_STATES, WEBHOOK_FORMATS, WEBHOOK_SECRET_MAX} from './webhooks.js'
 
 export const Problem = Type.Object({
@@ -272,7 +273,7 @@ export type FleetCommand = Static<typeof FleetCommandSchema>
 /** Who a command goes to: every active node, the active nodes of a zone, or one node. */
 export const CommandTargetSchema = Type.Union([
   Type.Object({all: Type.Literal(true)}, {additionalProperties: false}),
-  Type.Object({zone: Type.String({pattern: '^[A-Z]{2}[/_][A-Z]+$'})}, {additionalProperties: false}),
+  Type.Object({zone: Type.String({pattern: ZONE_ANY_FORM_PATTERN.source})}, {additionalProperties: false}),
   Type.Object({node: Type.String({pattern: NODE_ID_PATTERN.source})}, {additionalProperties: false}),
 ])
 export type CommandTarget = Static<typeof CommandTargetSchema>

@@ -13,6 +13,7 @@ import type {ImageManifest} from './manifest.js'
 import type {ServedKey} from './signing-keys.js'
 import type {DesiredState, StackRecord, StackSpec} from './stack.js'
 import type {UserSignature} from './user-signature.js'
+import {zoneToPath} from './zones.js'
 
 /** A track's stack and the version each service runs on it (GET /v1/stacks/:track). */
 export type StackView = {
@@ -330,7 +331,7 @@ export class HqClient {
 
   /** Starts a rollout (or, with dry_run, plans one) to a node or every testnet/mainnet node of a zone. */
   upgrade(target: {node: string} | {zone: string}, body: UpgradeRequest): Promise<RolloutView | RolloutPlan> {
-    const path = 'node' in target ? `/v1/fleet/nodes/${encodeURIComponent(target.node)}/upgrade` : `/v1/fleet/jurisdictions/${encodeURIComponent(target.zone.replace('/', '_'))}/upgrade`
+    const path = 'node' in target ? `/v1/fleet/nodes/${encodeURIComponent(target.node)}/upgrade` : `/v1/fleet/jurisdictions/${encodeURIComponent(zoneToPath(target.zone))}/upgrade`
     return this.request('POST', path, body)
   }
 
@@ -415,13 +416,13 @@ export class HqClient {
 
   /** Pushes the next version of a config document to a zone (CH/FINMA) or one node. */
   configPush(target: {zone: string} | {node: string}, body: ConfigPushRequest): Promise<ConfigPushResult> {
-    const path = 'node' in target ? `/v1/fleet/nodes/${encodeURIComponent(target.node)}/config` : `/v1/fleet/jurisdictions/${encodeURIComponent(target.zone.replace('/', '_'))}/config`
+    const path = 'node' in target ? `/v1/fleet/nodes/${encodeURIComponent(target.node)}/config` : `/v1/fleet/jurisdictions/${encodeURIComponent(zoneToPath(target.zone))}/config`
     return this.request('POST', path, body)
   }
 
   /** A zone's current config documents, or a node's effective ones. */
   configList(target: {zone: string} | {node: string}): Promise<ConfigListing> {
-    const qs = new URLSearchParams('node' in target ? {node: target.node} : {zone: target.zone.replace('/', '_')})
+    const qs = new URLSearchParams('node' in target ? {node: target.node} : {zone: zoneToPath(target.zone)})
     return this.request('GET', `/v1/fleet/config?${qs}`)
   }
 

@@ -10,7 +10,7 @@ import type {FleetCommand, FleetNode, FleetNodeDetail, HeartbeatSync, NodeStatus
 import type {FleetEvent} from '../shared/fleet-events.js'
 import {NODE_STATUSES} from '../shared/fleet.js'
 import {lowerBound} from '../shared/sorted.js'
-import {ZONES} from '../shared/zones.js'
+import {ZONES, zoneFromPath} from '../shared/zones.js'
 
 /**
  * The 13 compliance zones (shared/zones.ts). Zones are data at HQ, but no route lists them; the
@@ -373,7 +373,7 @@ export function parseFilter(q: string): NodeFilter {
     }
     const key = token.slice(0, i).toLowerCase()
     const value = token.slice(i + 1)
-    if (key === 'zone' && /^[A-Za-z]{2}([/_][A-Za-z]+)?$/.test(value)) f.zones.push(value.toUpperCase().replace('_', '/'))
+    if (key === 'zone' && /^[A-Za-z]{2}([/_][A-Za-z]+)?$/.test(value)) f.zones.push(zoneFromPath(value.toUpperCase()))
     else if (key === 'status' && (NODE_STATUSES as readonly string[]).includes(value.toLowerCase())) f.statuses.push(value.toLowerCase() as NodeStatus)
     else f.invalid.push(token)
   }

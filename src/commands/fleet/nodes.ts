@@ -1,11 +1,11 @@
 import {Flags} from '@oclif/core'
 
 import {JilCommand, hqFlags} from '../../base-command.js'
+import {parseZoneFlag} from '../../cli/rollouts.js'
 import {heartbeatAge, versionsCell} from '../../cli/stack.js'
 import {table} from '../../cli/table.js'
 import type {FleetNode} from '../../shared/api.js'
 import {NODE_STATUSES} from '../../shared/fleet.js'
-import {usageError} from '../../shared/errors.js'
 
 export type FleetNodesResult = {nodes: FleetNode[]}
 
@@ -21,8 +21,7 @@ export default class FleetNodes extends JilCommand {
 
   async run(): Promise<FleetNodesResult> {
     const {flags} = await this.parse(FleetNodes)
-    const zone = flags.jurisdiction?.toUpperCase()
-    if (zone !== undefined && !/^[A-Z]{2}[/_][A-Z]+$/.test(zone)) throw usageError('ZONE_INVALID', `--jurisdiction ${JSON.stringify(flags.jurisdiction)} is not a zone`, 'zones look like CH/FINMA')
+    const zone = flags.jurisdiction === undefined ? undefined : parseZoneFlag(flags.jurisdiction)
     const {withHq} = await import('../../cli/hq-session.js')
     return withHq(flags, ({client}) => client.fleetNodes({...(zone ? {zone} : {}), ...(flags.status ? {status: flags.status} : {})}))
   }

@@ -7,7 +7,8 @@ import {newId} from '../../shared/ids.js'
 import type {AuditLedger} from '../audit/ledger.js'
 import type {Principal} from '../auth.js'
 import {notifyChanged} from '../events/hub.js'
-import {actorOf, zoneFromUrl} from '../identity/service.js'
+import {actorOf} from '../identity/service.js'
+import {zoneFromPath} from '../../shared/zones.js'
 
 /** A command nobody picked up within this long is expired (the node was away: its next update run catches up). */
 export const COMMAND_TTL_MS = 15 * 60_000
@@ -60,7 +61,7 @@ function toFleetCommand(r: CommandRow): FleetCommand {
 
 function describeTarget(t: CommandTarget): string {
   if ('all' in t) return 'all'
-  if ('zone' in t) return `zone/${zoneFromUrl(t.zone)}`
+  if ('zone' in t) return `zone/${zoneFromPath(t.zone)}`
   return `node/${t.node}`
 }
 
@@ -129,7 +130,7 @@ export class CommandService {
       if (n.status !== 'active') throw new JilError('NODE_NOT_ACTIVE', `node ${n.id} is ${n.status}: it takes no commands`, {status: 409, hint: n.status === 'pending' ? 'the node must join first (jil node join)' : 'a revoked node is out of the fleet for good'})
       return [n.id]
     }
-    const zone = 'zone' in target ? zoneFromUrl(target.zone) : null
+    const zone = 'zone' in target ? zoneFromPath(target.zone) : null
     const {rows} = await tx.query<{id: string}>("SELECT id FROM nodes WHERE status = 'active' AND ($1::text IS NULL OR zone = $1) ORDER BY id", [zone])
     if (rows.length === 0) {
       throw new JilError('NO_NODES', zone ? `no active node in ${zone}` : 'the fleet has no active node', {status: 404, hint: 'see jil fleet nodes'})

@@ -13,7 +13,8 @@ import type {UserSignature} from '../../shared/user-signature.js'
 import type {AuditLedger} from '../audit/ledger.js'
 import type {Principal} from '../auth.js'
 import {notifyChanged} from '../events/hub.js'
-import {actorOf, zoneFromUrl} from '../identity/service.js'
+import {actorOf} from '../identity/service.js'
+import {zoneFromPath} from '../../shared/zones.js'
 import type {StackService} from '../stack/service.js'
 import type {CommandService} from './commands.js'
 import {
@@ -145,7 +146,7 @@ export class RolloutService {
       }
       const id = newRolloutId()
       const now = this.clock.now()
-      const targetJson = {...('zone' in target ? {zone: zoneFromUrl(target.zone)} : {node: target.node}), ...(req.track ? {track: req.track} : {})}
+      const targetJson = {...('zone' in target ? {zone: zoneFromPath(target.zone)} : {node: target.node}), ...(req.track ? {track: req.track} : {})}
       await tx.query(
         `INSERT INTO rollouts (id, target, image, repository, digest, version, max_parallel, min_healthy_ms, health_timeout_ms, auto_revert, canary, state, created_by, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'running', $12, $13, $13)`,
@@ -186,7 +187,7 @@ export class RolloutService {
   private async plan(tx: Queryable, target: RolloutTarget, name: string, digest: string, track: Track | undefined) {
     const {rows: candidates} = await tx.query<{id: string; status: string; joined_at: Date | null; track: Track; run_mode: string}>(
       'zone' in target ? 'SELECT id, status, joined_at, track, run_mode FROM nodes WHERE zone = $1 ORDER BY id' : 'SELECT id, status, joined_at, track, run_mode FROM nodes WHERE id = $1',
-      ['zone' in target ? zoneFromUrl(target.zone) : target.node],
+      ['zone' in target ? zoneFromPath(target.zone) : target.node],
     )
     if ('node' in target) {
       const n = candidates[0]
@@ -207,7 +208,7 @@ export class RolloutService {
       else nodes.push({id: n.id, track: n.track})
     }
     if (nodes.length === 0) {
-      throw new JilError('NO_NODES', `no active testnet or mainnet node in ${'zone' in target ? zoneFromUrl(target.zone) : target.node}${track ? ` on ${track}` : ''}`, {status: 404, hint: 'see jil fleet nodes'})
+      throw new JilError('NO_NODES', `no active testnet or mainnet node in ${'zone' in target ? zoneFromPath(target.zone) : target.node}${track ? ` on ${track}` : ''}`, {status: 404, hint: 'see jil fleet nodes'})
     }
     const {rows: manifests} = await tx.query<{image: string; version: string; repository: string; track: Track; created_at: Date}>(
       "SELECT image, version, body->>'repository' AS repository, track, created_at FROM manifests WHERE digest = $1 AND deprecated_at IS NULL ORDER BY created_at DESC",

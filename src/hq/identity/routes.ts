@@ -9,6 +9,7 @@ import {authorize} from '../rbac.js'
 import type {CrlService, SocketRegistry} from './revocation.js'
 import {actorOf, TRACKS, type IdentityService} from './service.js'
 import {NODE_ID_PATTERN} from '../../shared/ids.js'
+import {ZONE_ANY_FORM_PATTERN} from '../../shared/zones.js'
 
 const Csr = Type.String({minLength: 100, maxLength: 8192})
 const Reason = Type.String({minLength: 1, maxLength: 500})
@@ -19,7 +20,7 @@ const Operator = Type.Object({name: Type.String({minLength: 1, maxLength: 100}),
 const Admit = Type.Object(
   {
     node_id: NodeId,
-    zone: Type.String({pattern: '^[A-Z]{2}[/_][A-Z]+$'}),
+    zone: Type.String({pattern: ZONE_ANY_FORM_PATTERN.source}),
     operator: Type.String({minLength: 1, maxLength: 100}),
     track: Type.Optional(Type.Union(TRACKS.map((t) => Type.Literal(t)))),
     ttl_seconds: Type.Optional(Type.Integer({minimum: 60, maximum: 30 * 86400})),

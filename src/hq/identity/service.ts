@@ -6,7 +6,7 @@ import {parseCsr} from '../../shared/csr.js'
 import type {Db} from '../../shared/db/types.js'
 import {JilError} from '../../shared/errors.js'
 import {identityUri, isRole, type Role} from '../../shared/pki.js'
-import {zoneFromPath as zoneFromUrl, ZONES_HINT} from '../../shared/zones.js'
+import {zoneFromPath, ZONES_HINT} from '../../shared/zones.js'
 import type {AuditLedger} from '../audit/ledger.js'
 import type {Principal} from '../auth.js'
 import type {CertificateAuthority, IssuedCert} from '../ca/ca.js'
@@ -31,7 +31,6 @@ export function tokenHash(token: string): string {
 }
 
 /** URL form CH_FINMA → CH/FINMA (the helper lives with the zone list in shared/zones.ts). */
-export {zoneFromUrl}
 
 /**
  * Identity and access at HQ: users, operators, node admission and join, renewal, revocation. Each
@@ -140,7 +139,7 @@ export class IdentityService {
 
   /** The seed's POST /v1/fleet/nodes: records the node as pending and returns a one-time join token. */
   async admitNode(p: Principal, o: {node_id: string; zone: string; operator: string; track: Track; ttlMs: number}): Promise<{node_id: string; zone: string; operator: string; track: Track; token: string; expires_at: string}> {
-    const zone = zoneFromUrl(o.zone)
+    const zone = zoneFromPath(o.zone)
     const now = this.clock.now()
     const expires = new Date(now.getTime() + o.ttlMs)
     const token = 'jil_join_' + randomBytes(32).toString('base64url')
