@@ -41,7 +41,9 @@ export default class Dev extends JilCommand {
     const log = pino({level: process.env.JIL_LOG_LEVEL ?? 'info', redact: {paths: ['*.key', '*.token', '*.secret', '*.password', '*.database_url'], censor: '[redacted]'}}, destination)
     const stop = new AbortController()
     // The first Ctrl-C stops the fleet in order; from then on a second one quits at once (the default).
+    let started = false
     const onSignal = () => {
+      if (!started) this.progress('stopping once the step in flight ends… (Ctrl-C again quits at once)')
       stop.abort()
       process.off('SIGINT', onSignal)
       process.off('SIGTERM', onSignal)
@@ -61,7 +63,9 @@ export default class Dev extends JilCommand {
         log,
         logFile,
         progress: (l) => this.progress(l),
+        signal: stop.signal,
       })
+      started = true
       for (const n of dev.notes) this.progress(`note: ${n}`)
       const ready: DevReadyLine = dev.ready
       if (this.jsonEnabled()) process.stdout.write(JSON.stringify(ready) + '\n')

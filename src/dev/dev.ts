@@ -46,6 +46,8 @@ export type DevOptions = {
   /** Progress lines for people (stderr). */
   progress: (line: string) => void
   env?: NodeJS.ProcessEnv
+  /** Aborted (Ctrl-C) during start-up: no further step starts, what was started is stopped, and startDev throws DEV_INTERRUPTED. */
+  signal?: AbortSignal
 }
 
 /** The ready line of `jil dev --json`. */
@@ -122,12 +124,18 @@ export async function startDev(o: DevOptions): Promise<RunningDev> {
       )
     }
   }
+  // Checked between steps (and before each node's join or start): a step in flight finishes first.
+  const checkpoint = () => {
+    if (o.signal?.aborted) throw new JilError('DEV_INTERRUPTED', 'jil dev was stopped during start-up; what it had started is stopped again', {hint: 'run jil dev again to start the fleet (it reuses what it made)'})
+  }
   try {
+    checkpoint()
     const state = await readDevState(paths.state, notes)
     const saveState = () => writeFileAtomic(paths.state, JSON.stringify(state, null, 2) + '\n', 0o600)
 
     // -- the container engine ------------------------------------------------------------------
     let docker = await chooseEngine(o.docker, env, notes)
+    checkpoint()
 
     // -- the registry and the demo image ---------------------------------------------------------
     let registry: LocalRegistry | undefined
@@ -156,6 +164,7 @@ export async function startDev(o: DevOptions): Promise<RunningDev> {
       }
       state.demo = digests
     }
+    checkpoint()
 
     // -- PostgreSQL for event sync --------------------------------------------------------------
     let pg: DevPostgres | undefined
@@ -166,9 +175,11 @@ export async function startDev(o: DevOptions): Promise<RunningDev> {
       if (pg) undo.push({what: 'PostgreSQL', fn: () => pg!.stop()})
       else notes.push('no PostgreSQL server binaries (/usr/lib/postgresql/*/bin): running without event sync; pass --database-url postgres://… to sync over a server of yours')
     }
+    checkpoint()
 
     // -- HQ -------------------------------------------------------------------------------------
     const created = await ensureHq({dir: paths.hq, clock: o.clock, progress: say})
+    checkpoint()
     if (!created) notes.push(`reusing HQ in ${paths.hq}`)
     await updateHqConfig(paths.hq, {registry: registry?.host ?? null})
     const wanted = state.hq_port ?? DEFAULT_HQ_PORT
@@ -180,6 +191,7 @@ export async function startDev(o: DevOptions): Promise<RunningDev> {
     await saveState()
 
     const users = await ensureUsers({url: hq.url, hqDir: paths.hq, usersDir: paths.users, progress: say})
+    checkpoint()
     if (registry) {
       await ensureDemoRelease({url: hq.url, users, registry: registry.host, digest: digests[DEMO_VERSIONS.current]!, version: DEMO_VERSIONS.current, progress: say})
     }
@@ -194,7 +206,7 @@ export async function startDev(o: DevOptions): Promise<RunningDev> {
       const toJoin = plan.filter((n) => !revoked.has(n.id))
       for (const n of plan) if (revoked.has(n.id)) outcomes.set(n.id, 'revoked')
       let joined = 0
-      await pool(toJoin, 4, async (n) => {
+      await pool(toJoin, 4, o.signal, async (n) => {
         const r = await ensureJoined({node: n, stateDir: nodeStateDir(paths.nodes, n.id), url: hq.url, caFingerprint: hq.caFingerprint, ops, hardware, clock: o.clock})
         outcomes.set(n.id, r)
         if (r === 'joined' || r === 'rejoined') say(`node ${n.id} (${n.zone}, ${n.track}) ${r} HQ (${++joined}/${toJoin.length})`)
@@ -202,6 +214,7 @@ export async function startDev(o: DevOptions): Promise<RunningDev> {
     } finally {
       await ops.close()
     }
+    checkpoint()
     const gone = plan.filter((n) => outcomes.get(n.id) === 'revoked')
     if (gone.length) notes.push(`revoked at HQ, not started: ${gone.map((n) => n.id).join(', ')}`)
     const live = plan.filter((n) => outcomes.get(n.id) !== 'revoked')
@@ -238,7 +251,7 @@ export async function startDev(o: DevOptions): Promise<RunningDev> {
         await Promise.all([...runtimes.values()].map((r) => r.close?.()))
       },
     })
-    await pool(live, 5, async (n) => {
+    await pool(live, 5, o.signal, async (n) => {
       const stateDir = nodeStateDir(paths.nodes, n.id)
       await writeDevSettings(stateDir, {...DEV_SCHEDULE, ...(docker && dockerHost ? {JIL_DOCKER_HOST: dockerHost} : {}), ...(pg ? syncSettings(pg, n.id) : {})})
       const runtime: Runtime & {close?: () => Promise<void>} = docker ?? (await ProcessRuntime.open({dir: join(stateDir, 'runtime'), signed: signedByPinnedKeys(stateDir)}))
@@ -248,6 +261,7 @@ export async function startDev(o: DevOptions): Promise<RunningDev> {
       daemons.set(n.id, daemon)
       firstBeats.push(heartbeatAfterFirstUpdate({stateDir, daemon, since, signal: stopBeats.signal}))
     })
+    checkpoint()
     say(`${daemons.size} node daemon${daemons.size === 1 ? '' : 's'} running (${docker ? 'Docker' : 'no-container runtime'})`)
 
     // -- the CLI profile ------------------------------------------------------------------------
@@ -362,13 +376,16 @@ async function removeContainers(rt: Runtime | undefined, nodeId: string): Promis
   )
 }
 
-/** Runs fn over items, at most `n` at a time; the first failure is thrown once all have settled. */
-async function pool<T>(items: readonly T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
+/**
+ * Runs fn over items, at most `n` at a time; the first failure is thrown once all have settled. Once
+ * `signal` is aborted no further item starts (those in flight finish).
+ */
+async function pool<T>(items: readonly T[], n: number, signal: AbortSignal | undefined, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0
   const errors: unknown[] = []
   await Promise.all(
     Array.from({length: Math.min(n, items.length)}, async () => {
-      while (next < items.length) {
+      while (next < items.length && !signal?.aborted) {
         const item = items[next++]!
         await fn(item).catch((err: unknown) => errors.push(err))
       }

@@ -1,3 +1,4 @@
+import {spawn} from 'node:child_process'
 import {existsSync} from 'node:fs'
 import {readdir, readFile, readlink} from 'node:fs/promises'
 import {join} from 'node:path'
@@ -5,7 +6,7 @@ import {join} from 'node:path'
 import pg from 'pg'
 import {afterAll, describe, expect, it} from 'vitest'
 
-import {jil, jilOk, jilServe} from '../helpers/cli.js'
+import {BIN, jil, jilOk, jilServe} from '../helpers/cli.js'
 import {tempDir} from '../helpers/hq.js'
 import {docker, removeContainersOf, testBaseImage} from '../helpers/images.js'
 import {PG_URL} from '../helpers/pg.js'
@@ -81,6 +82,38 @@ describe.runIf(PG_URL && existsSync(REGISTRY_BIN))('jil dev: the whole fleet on 
     for (const c of cleanups.reverse()) await c().catch(() => {})
     await dropDevDatabases().catch(() => {})
   })
+
+  it('Ctrl-C during start-up stops after the step in flight: DEV_INTERRUPTED, nothing left running, the data dir free again', async () => {
+    await dropDevDatabases()
+    const tmp = await tempDir('jil-dev-int-')
+    cleanups.push(tmp.cleanup)
+    const dir = join(tmp.dir, 'dev')
+    const env: NodeJS.ProcessEnv = {XDG_CONFIG_HOME: join(tmp.dir, 'config'), JIL_USER: '', JIL_HQ_URL: '', JIL_DATABASE_URL: '', JIL_STATE_DIR: '', JIL_NODE_ID: '', JIL_DEV_DATA_DIR: ''}
+    const child = spawn(process.execPath, [BIN, 'dev', '--nodes', '5', '--data-dir', dir, '--docker', 'off', '--listen', '127.0.0.1:0', '--database-url', serverUrl(), '--json'], {env: {...process.env, ...env}, stdio: ['ignore', 'pipe', 'pipe']})
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => (stdout += d))
+    const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)))
+    cleanups.push(async () => {
+      if (child.exitCode === null) child.kill('SIGKILL')
+      for (const pid of await processesMentioning(join(dir, 'registry', 'config.yml'))) process.kill(pid, 'SIGTERM')
+    })
+    // The first progress line: start-up is under way (the handler is installed before it starts).
+    await new Promise<void>((resolve) =>
+      child.stderr.on('data', (d) => {
+        stderr += d
+        resolve()
+      }),
+    )
+    child.kill('SIGINT')
+    expect(await exited, stderr).toBe(1)
+    expect(JSON.parse(stdout)).toMatchObject({error: {code: 'DEV_INTERRUPTED'}})
+    expect(stderr).toContain('stopping once the step in flight ends')
+    expect(stderr).not.toMatch(/node daemons? running/)
+    expect(await serviceProcesses(dir)).toEqual([])
+    expect(await processesMentioning(join(dir, 'registry', 'config.yml'))).toEqual([])
+    expect(existsSync(join(dir, 'dev.lock'))).toBe(false)
+  }, 120_000)
 
   for (const v of variants) {
     it(`runs the tour on ${v.name}, stops cleanly on SIGINT and reuses its data dir`, async () => {
