@@ -195,6 +195,7 @@ export async function startDev(o: DevOptions): Promise<RunningDev> {
     if (registry) {
       await ensureDemoRelease({url: hq.url, users, registry: registry.host, digest: digests[DEMO_VERSIONS.current]!, version: DEMO_VERSIONS.current, progress: say})
     }
+    checkpoint()
 
     // -- nodes ----------------------------------------------------------------------------------
     const plan = devNodes(o.nodes)
@@ -283,6 +284,8 @@ export async function startDev(o: DevOptions): Promise<RunningDev> {
       demoRows = writes.done
     }
 
+    // The last word: a Ctrl-C that came during the steps above stops the fleet rather than announce it.
+    checkpoint()
     const ready: DevReady = {
       url: hq.url,
       ca_fingerprint: hq.caFingerprint,

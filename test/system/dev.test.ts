@@ -98,13 +98,14 @@ describe.runIf(PG_URL && existsSync(REGISTRY_BIN))('jil dev: the whole fleet on 
       if (child.exitCode === null) child.kill('SIGKILL')
       for (const pid of await processesMentioning(join(dir, 'registry', 'config.yml'))) process.kill(pid, 'SIGTERM')
     })
-    // The first progress line: start-up is under way (the handler is installed before it starts).
-    await new Promise<void>((resolve) =>
+    // A progress line of start-up itself (the Ctrl-C handler is installed before start-up begins).
+    const started = new Promise<void>((resolve) =>
       child.stderr.on('data', (d) => {
         stderr += d
-        resolve()
+        if (/creating HQ|adding user/.test(stderr)) resolve()
       }),
     )
+    await Promise.race([started, exited])
     child.kill('SIGINT')
     expect(await exited, stderr).toBe(1)
     expect(JSON.parse(stdout)).toMatchObject({error: {code: 'DEV_INTERRUPTED'}})
