@@ -369,12 +369,13 @@ async function isOurs(pid: number, id: string): Promise<boolean> {
   }
 }
 
-/** Has the process ended? A zombie has: it only waits for its parent to read its status. */
+/** Has the process ended? A zombie (Z) or dead (X) one has: it only waits for its parent to read its status. */
 export async function hasEnded(pid: number): Promise<boolean> {
   try {
     const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
     // pid (comm) state …: comm may hold spaces and parentheses, the state follows the last ')'.
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z'
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
+    return state === 'Z' || state === 'X'
   } catch {
     return true
   }
