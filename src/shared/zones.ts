@@ -11,6 +11,9 @@ export type Zone = (typeof ZONES)[number]
 /** The shape of a zone in either form, any regulator: CH/FINMA or CH_FINMA. */
 export const ZONE_ANY_FORM_PATTERN = /^[A-Z]{2}[/_][A-Z]+$/
 
+/** The shape of a zone in URL paths: CH_FINMA. */
+export const ZONE_PATH_PATTERN = /^[A-Z]{2}_[A-Z]+$/
+
 /** The hint of an error about an unknown zone. */
 export const ZONES_HINT = `zones: ${ZONES.join(', ')}`
 

@@ -1,4 +1,4 @@
-import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {afterAll, beforeAll, describe, expect, it, vi} from 'vitest'
 
 import {systemClock} from '../../src/shared/clock.js'
 import {openPg} from '../../src/shared/db/pg.js'
@@ -303,11 +303,15 @@ describe.runIf(hasPg)('event sync: outbox, relay, applier', () => {
           },
         })
         await ap.init()
+        // Which batches were decoded and planned, and in slices of what size: ahead, the second one
+        // once, in slices (apply takes that result instead of preparing it again).
+        const prepared = vi.spyOn(ap as unknown as {prepare: (b: ConsumedBatch, slice: number) => Promise<unknown>}, 'prepare')
         const results = [await ap.apply(b1), await ap.apply(b2)]
         const sources = (await n.db.query('SELECT source_id, last_seq, events FROM jil_sync_sources ORDER BY source_id')).rows
         const gaps = (await n.db.query('SELECT count(*)::int AS n FROM jil_sync_gaps')).rows
         outcome.push({results, rows: await rows(n.db), sources, gaps})
         expect(started).toBe(ahead)
+        expect(prepared.mock.calls.map(([b, slice]) => [b === b1 ? 'b1' : 'b2', slice])).toEqual(ahead ? [['b1', Infinity], ['b2', 250]] : [['b1', Infinity], ['b2', Infinity]])
       } finally {
         await n.drop()
       }

@@ -4,16 +4,17 @@ import type {FastifyInstance} from 'fastify'
 import {ConfigPushRequestSchema, type ConfigPushRequest} from '../../shared/api.js'
 import {JilError} from '../../shared/errors.js'
 import {NODE_ID_PATTERN} from '../../shared/ids.js'
+import {ZONE_ANY_FORM_PATTERN, ZONE_PATH_PATTERN} from '../../shared/zones.js'
 import {principalOfRequest} from '../auth.js'
 import {verbatimValidator} from '../validation.js'
 import type {ConfigService} from './config.js'
 
 const NodeParams = Type.Object({id: Type.String({pattern: NODE_ID_PATTERN.source})})
-const ZoneParams = Type.Object({zone: Type.String({pattern: '^[A-Z]{2}_[A-Z]+$'})})
+const ZoneParams = Type.Object({zone: Type.String({pattern: ZONE_PATH_PATTERN.source})})
 const ListQuery = Type.Object(
   {
     /** CH/FINMA or the URL form CH_FINMA. */
-    zone: Type.Optional(Type.String({pattern: '^[A-Z]{2}[/_][A-Z]+$'})),
+    zone: Type.Optional(Type.String({pattern: ZONE_ANY_FORM_PATTERN.source})),
     node: Type.Optional(Type.String({pattern: NODE_ID_PATTERN.source})),
   },
   {additionalProperties: false},

@@ -3,12 +3,13 @@ import type {FastifyInstance} from 'fastify'
 
 import {RollbackRequestSchema, ROLLOUT_ACTIONS, UpgradeRequestSchema, type RollbackRequest, type RolloutAction, type UpgradeRequest} from '../../shared/api.js'
 import {NODE_ID_PATTERN} from '../../shared/ids.js'
+import {ZONE_PATH_PATTERN} from '../../shared/zones.js'
 import {principalOfRequest} from '../auth.js'
 import {verbatimValidator} from '../validation.js'
 import type {RolloutService} from './rollouts.js'
 
 const NodeParams = Type.Object({id: Type.String({pattern: NODE_ID_PATTERN.source})})
-const ZoneParams = Type.Object({zone: Type.String({pattern: '^[A-Z]{2}_[A-Z]+$'})})
+const ZoneParams = Type.Object({zone: Type.String({pattern: ZONE_PATH_PATTERN.source})})
 const RolloutId = Type.String({pattern: '^ro_[0-9a-z]{20}$'})
 const ListQuery = Type.Object({open: Type.Optional(Type.Boolean()), limit: Type.Optional(Type.Integer({minimum: 1, maximum: 200}))}, {additionalProperties: false})
 

@@ -30,8 +30,6 @@ export function tokenHash(token: string): string {
   return createHash('sha256').update(token).digest('hex')
 }
 
-/** URL form CH_FINMA → CH/FINMA (the helper lives with the zone list in shared/zones.ts). */
-
 /**
  * Identity and access at HQ: users, operators, node admission and join, renewal, revocation. Each
  * action changes state and writes its audit entry in one transaction.
