@@ -3,6 +3,7 @@ import {createHash, randomBytes} from 'node:crypto'
 import {createWriteStream} from 'node:fs'
 import {mkdir, readFile, rm} from 'node:fs/promises'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {JilError, messageOf, systemCode} from '../shared/errors.js'
 import {writeFileAtomic} from '../shared/files.js'
@@ -383,7 +384,7 @@ export async function hasEnded(pid: number): Promise<boolean> {
 
 /** Waits until a killed process has ended, at most `ms` (SIGKILL takes effect once the kernel schedules it). */
 async function ended(pid: number, ms: number): Promise<void> {
-  for (let waited = 0; waited < ms && !(await hasEnded(pid)); waited += 20) await new Promise((r) => setTimeout(r, 20))
+  for (let waited = 0; waited < ms && !(await hasEnded(pid)); waited += 20) await sleep(20)
 }
 
 function killGroup(pid: number, signal: NodeJS.Signals): void {

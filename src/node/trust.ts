@@ -3,7 +3,7 @@ import {join} from 'node:path'
 
 import {JilError, messageOf, systemCode} from '../shared/errors.js'
 import {fileError, writeFileAtomic} from '../shared/files.js'
-import {TRACK_POLICY, verifyManifest, type ImageManifest, type TrustedKey, type Track, type VerifyFailure} from '../shared/manifest.js'
+import {DIGEST_PATTERN, TRACK_POLICY, verifyManifest, type ImageManifest, type TrustedKey, type Track, type VerifyFailure} from '../shared/manifest.js'
 import {normalizeSerial} from '../shared/pki.js'
 import {extendTrust, type ServedKey} from '../shared/signing-keys.js'
 import type {AgentContext} from './agents/types.js'
@@ -118,7 +118,7 @@ async function readManifestCache(path: string): Promise<CachedManifests | undefi
  * from HQ. An unreachable HQ falls back to the cache; nothing cached and no HQ = no manifests.
  */
 export async function manifestsFor(ctx: AgentContext, digest: string, o: {refresh: boolean}): Promise<ImageManifest[]> {
-  if (!/^sha256:[0-9a-f]{64}$/.test(digest)) return []
+  if (!DIGEST_PATTERN.test(digest)) return []
   const path = manifestCachePath(ctx.stateDir, digest)
   const cached = await readManifestCache(path)
   if (cached && !o.refresh) return cached.manifests
@@ -169,7 +169,7 @@ export type SignedCheck = (digest: string) => Promise<boolean>
  */
 export function signedByPinnedKeys(stateDir: string): SignedCheck {
   return async (digest) => {
-    if (!/^sha256:[0-9a-f]{64}$/.test(digest)) return false
+    if (!DIGEST_PATTERN.test(digest)) return false
     const cached = await readManifestCache(manifestCachePath(stateDir, digest))
     if (!cached) return false
     return verifyImage(await storedTrust(await loadNodeIdentity(stateDir)), cached.manifests, digest).ok

@@ -203,7 +203,8 @@ export type ManifestPolicy = {
   allowRollback?: boolean
 }
 
-const DIGEST = /^sha256:[0-9a-f]{64}$/
+/** A registry manifest digest: sha256: and 64 lower-case hex digits. */
+export const DIGEST_PATTERN = /^sha256:[0-9a-f]{64}$/
 const ED25519_B64 = /^[A-Za-z0-9+/]{86}==$/
 const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$/
 
@@ -220,7 +221,7 @@ function shapeProblem(m: unknown): string | undefined {
   for (const f of ['image', 'repository', 'commit', 'key_id'] as const) {
     if (typeof r[f] !== 'string' || r[f] === '') return `${f} is not a non-empty string`
   }
-  if (typeof r.digest !== 'string' || !DIGEST.test(r.digest)) return `digest ${JSON.stringify(r.digest)} is not sha256:<64 lower-case hex>`
+  if (typeof r.digest !== 'string' || !DIGEST_PATTERN.test(r.digest)) return `digest ${JSON.stringify(r.digest)} is not sha256:<64 lower-case hex>`
   if (typeof r.version !== 'string' || !VERSION.test(r.version)) return `version ${JSON.stringify(r.version)} is not a version like v95.3`
   if (!isTrack(r.track)) return `track ${JSON.stringify(r.track)} is not devnet, testnet or mainnet`
   if (isoTime(r.created_at) === undefined) return `created_at ${JSON.stringify(r.created_at)} is not an ISO 8601 time`

@@ -3,7 +3,7 @@ import {createHash} from 'node:crypto'
 import {canonicalJson} from './canonical.js'
 import {configDocsProblem, type ConfigDoc} from './config-docs.js'
 import {JilError} from './errors.js'
-import {compareVersions, verifyEd25519Sync, type TrustedKey, type Track} from './manifest.js'
+import {compareVersions, DIGEST_PATTERN, verifyEd25519Sync, type TrustedKey, type Track} from './manifest.js'
 import type {Role} from './pki.js'
 import type {Signer} from './signing.js'
 import type {ServiceSpec, StackSpec} from './stack-schema.js'
@@ -164,7 +164,6 @@ export type ServiceRefusal = {service: string; code: 'DS_ROLLBACK_UNSIGNED'; mes
  */
 export type DesiredStateResult = {ok: true; refused: ServiceRefusal[]} | {ok: false; code: DesiredStateFailure; message: string}
 
-const DIGEST = /^sha256:[0-9a-f]{64}$/
 
 /**
  * Verifies a desired state for this node, in order: shape; key pinned; signature; addressed to this
@@ -192,7 +191,7 @@ export function verifyDesiredState(doc: DesiredState, check: DesiredStateCheck):
   if (!(expires > check.now.getTime())) return fail('DS_EXPIRED', `the document expired at ${doc.expires_at}`)
   if (doc.sequence < check.lastSequence) return fail('DS_REPLAY', `sequence ${doc.sequence} is lower than ${check.lastSequence}, already applied`)
   for (const s of doc.services) {
-    if (typeof s?.digest !== 'string' || !DIGEST.test(s.digest)) return fail('DS_MALFORMED', `service ${String(s?.name)} has no valid digest`)
+    if (typeof s?.digest !== 'string' || !DIGEST_PATTERN.test(s.digest)) return fail('DS_MALFORMED', `service ${String(s?.name)} has no valid digest`)
     try {
       compareVersions(s.version, s.version)
     } catch {

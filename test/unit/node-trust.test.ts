@@ -10,7 +10,9 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {CertificateAuthority, createCa, type IssuedWithKey, type KeyPairPem} from '../../src/hq/ca/ca.js'
 import {signCrl} from '../../src/hq/ca/crl.js'
 import {createNodeCsr, importNodeKey} from '../../src/node/csr.js'
+import {nodePath} from '../../src/node/config.js'
 import {initNode, type NodeIdentityFile} from '../../src/node/identity.js'
+import {STATE_FILES} from '../../src/node/state.js'
 import {signedByPinnedKeys} from '../../src/node/trust.js'
 import {systemClock} from '../../src/shared/clock.js'
 import {JilError} from '../../src/shared/errors.js'
@@ -44,19 +46,19 @@ describe('signedByPinnedKeys', () => {
     const keys = await importNodeKey(await readFile(init.key_file, 'utf8'))
     const csr = new x509.Pkcs10CertificateRequest(await createNodeCsr(nodeId, keys))
     const cert = await ca.issueNode(nodeId, 'CH/FINMA', csr.publicKey)
-    await writeFile(join(stateDir, 'ca.crt'), pair.certPem)
-    await writeFile(join(stateDir, 'node.crt'), cert.pem)
-    await writeFile(join(stateDir, 'signing-keys.json'), JSON.stringify([{key_id: signer.keyId, public_key: ed25519PublicPem(signer.publicKey)}]))
+    await writeFile(nodePath(stateDir, 'ca'), pair.certPem)
+    await writeFile(nodePath(stateDir, 'cert'), cert.pem)
+    await writeFile(nodePath(stateDir, 'signingKeys'), JSON.stringify([{key_id: signer.keyId, public_key: ed25519PublicPem(signer.publicKey)}]))
     const identity: NodeIdentityFile = {node_id: nodeId, zone: 'CH/FINMA', track, operator: 'acme', hq_url: 'https://127.0.0.1:1', ca_fingerprint: 'sha256:' + '0'.repeat(64), joined_at: new Date().toISOString()}
-    await writeFile(join(stateDir, 'identity.json'), JSON.stringify(identity))
-    await mkdir(join(stateDir, 'manifests'))
+    await writeFile(nodePath(stateDir, 'identity'), JSON.stringify(identity))
+    await mkdir(join(stateDir, STATE_FILES.manifestsDir))
     return stateDir
   }
 
   const unsigned = (digest: string, track: Track): UnsignedManifest => ({image: 'jil/demo', repository: '127.0.0.1:5000/jil/demo', digest, version: 'v1.0', track, commit: 'abcdef1', created_at: new Date().toISOString()})
   const approvedBy = async (m: ImageManifest, users: IssuedWithKey[]): Promise<ImageManifest> => ({...m, approvals: users.map((u) => signAsUser(approvalPayload(m), {cert: u.pem, key: u.keyPem}))})
   const cache = (stateDir: string, digest: string, manifests: ImageManifest[]) =>
-    writeFile(join(stateDir, 'manifests', `${digest.replace(':', '-')}.json`), JSON.stringify({digest, fetched_at: '', manifests}))
+    writeFile(join(stateDir, STATE_FILES.manifestsDir, `${digest.replace(':', '-')}.json`), JSON.stringify({digest, fetched_at: '', manifests}))
 
   beforeAll(async () => {
     tmp = await tempDir('jil-trust-')
@@ -84,7 +86,7 @@ describe('signedByPinnedKeys', () => {
     expect(await signed(digestOf('7c'))).toBe(false)
     expect(await signed('latest')).toBe(false)
     // A damaged cache entry is no manifest.
-    await writeFile(join(dir, 'manifests', `${ok.replace(':', '-')}.json`), '{"manifests": ')
+    await writeFile(join(dir, STATE_FILES.manifestsDir, `${ok.replace(':', '-')}.json`), '{"manifests": ')
     expect(await signed(ok)).toBe(false)
   })
 
@@ -97,18 +99,18 @@ describe('signedByPinnedKeys', () => {
     const signed = signedByPinnedKeys(dir)
     expect([await signed(byOlga), await signed(byOtto), await signed(none)]).toEqual([true, true, false])
     const crl = await signCrl({caCertPem: pair.certPem, caKeyPem: pair.keyPem, revoked: [{serial: otto.serial, revokedAt: new Date()}], number: 1, now: new Date(), validForMs: 86_400_000})
-    await writeFile(join(dir, 'crl.pem'), crl.pem)
+    await writeFile(join(dir, STATE_FILES.crl), crl.pem)
     expect([await signed(byOlga), await signed(byOtto)]).toEqual([true, false])
     // A CRL not signed by HQ's CA is refused, not taken as "nothing revoked".
     const other = await createCa(systemClock)
-    await writeFile(join(dir, 'crl.pem'), (await signCrl({caCertPem: other.certPem, caKeyPem: other.keyPem, revoked: [], number: 1, now: new Date(), validForMs: 86_400_000})).pem)
+    await writeFile(join(dir, STATE_FILES.crl), (await signCrl({caCertPem: other.certPem, caKeyPem: other.keyPem, revoked: [], number: 1, now: new Date(), validForMs: 86_400_000})).pem)
     await expect(signed(byOlga)).rejects.toMatchObject({code: 'CRL_INVALID'})
   })
 
   it('says the node has not joined when its state dir has no identity', async () => {
     const dir = join(tmp.dir, 'bare')
     await initNode({stateDir: dir, nodeId: 'CH-BARE-01', region: 'test-region', jurisdiction: 'CH/FINMA', hqUrl: 'https://127.0.0.1:1', operator: 'acme'})
-    await mkdir(join(dir, 'manifests'))
+    await mkdir(join(dir, STATE_FILES.manifestsDir))
     const d = digestOf('4d')
     await cache(dir, d, [await signManifest(unsigned(d, 'devnet'), signer)])
     const err = await signedByPinnedKeys(dir)(d).catch((e: unknown) => e)
